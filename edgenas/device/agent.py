@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""edgenas device agent: measure the latency of model files on the device it runs on.
+
+This file is copied to the device and run there with the device's Python. It is
+self-contained: it needs only the standard library, numpy and the runtime being measured
+(onnxruntime, or ai_edge_litert / tflite_runtime for TFLite). It never imports edgenas, and it
+stays compatible with Python 3.7 so it runs on older device images.
+
+Usage:
+    python3 agent.py --fingerprint [--runtime onnxruntime --providers CPUExecutionProvider]
+    python3 agent.py --runtime onnxruntime --threads 1 --warmup 10 --runs 50 a.onnx b.onnx
+    python3 agent.py --job job.json
+
+A job file is JSON: {"runtime", "threads", "warmup", "runs", "providers" | "delegate",
+"delegate_library", "interpreter", "models": [{"name": ..., "path": ...}, ...]}.
+
+Output protocol (stdout, one JSON object per line, flushed as soon as it is known):
+    {"event": "ready", ...}                once the runtime is imported
+    {"event": "begin", "index": i, "model": name}   before measuring model i
+    {"index": i, "model": name, "median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "count", ...}
+    {"index": i, "model": name, "error": "..."}     a model that failed (the batch goes on)
+    {"event": "done", "count": n}
+    {"fatal": "..."}                        setup failed (exit status 3), e.g. runtime missing
+Anything the runtime libraries print to stdout is sent to stderr instead, so stdout carries
+only these lines.
+
+Timing: for each model the inputs are built once (random values of the model's input shapes
+and dtypes, with dynamic dimensions set to 1), then `warmup` untimed runs, then `runs` timed
+runs, each timed alone with time.perf_counter; the garbage collector is off while timing.
+std_ms is the population standard deviation; p10/p90 are linear-interpolated percentiles.
+"""
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+
+AGENT_VERSION = 1
+
+ORT_HINT = "pip install onnxruntime"
+ORT_GPU_HINT = (
+    "pip install onnxruntime-gpu (on Jetson: install NVIDIA's onnxruntime-gpu wheel for your JetPack)"
+)
+TFLITE_HINT = "pip install ai-edge-litert (older systems: pip install tflite-runtime)"
+NUMPY_HINT = "pip install numpy (Termux: pkg install python-numpy)"
+
+_OUT = sys.stdout  # replaced in main() by a private copy of the real stdout
+
+
+def emit(obj):
+    _OUT.write(json.dumps(obj) + "\n")
+    pass
+
+
+# ---------------------------------------------------------------------------------------------
+# fingerprint
+
+
+def _read(path):
+    try:
+        with open(path, "rb") as f:
+            return f.read().decode("utf-8", "replace").replace("\x00", "").strip()
+    except OSError:
+        return None
+
+
+def _cpu_model():
+    text = _read("/proc/cpuinfo") or ""
+    fields = {}
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            k, v = k.strip().lower(), v.strip()
+            if v and k not in fields:
+                fields[k] = v
+    for key in ("model name", "cpu model", "hardware", "processor", "model"):
+        v = fields.get(key)
+        if v and not v.isdigit():
+            return v
+    if fields.get("cpu part"):  # ARM without a model name: report implementer/part ids
+        return "ARM implementer %s part %s" % (fields.get("cpu implementer", "?"), fields["cpu part"])
+    if sys.platform == "darwin":
+        import subprocess
+
+        try:
+            out = subprocess.run(
+                ["sysctl", "-n", "machdep.cpu.brand_string"], stdout=subprocess.PIPE, timeout=5
+            ).stdout.decode().strip()
+            if out:
+                return out
+        except Exception:
+            pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def _board():
+    model = _read("/proc/device-tree/model")  # Raspberry Pi, Jetson, most ARM boards
+    if model:
+        return model
+    import shutil
+    import subprocess
+
+    if shutil.which("getprop"):  # Android
+        try:
+            out = subprocess.run(
+                ["getprop", "ro.product.model"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5
+            ).stdout.decode().strip()
+            return out or None
+        except Exception:
+            return None
+    return None
+
+
+def _import_tflite(prefer):
+    """Return (module_name, module_for_version, interpreter_module) or raise ImportError."""
+    import importlib
+
+    order = ["ai_edge_litert", "tflite_runtime"] if prefer in (None, "auto") else [prefer]
+    errors = []
+    for name in order:
+        try:
+            interp = importlib.import_module(name + ".interpreter")
+            top = importlib.import_module(name)
+            return name, top, interp
+        except ImportError as exc:
+            errors.append("%s: %s" % (name, exc))
+    raise ImportError("no TFLite interpreter module found (" + "; ".join(errors) + ")")
+
+
+def fingerprint(runtime=None, providers=None, interpreter="auto"):
+    """What this device is and what it has; `missing` lists what the requested runtime lacks."""
+    info = {
+        "agent_version": AGENT_VERSION,
+        "hostname": platform.node(),
+        "cpu_model": _cpu_model(),
+        "board": _board(),
+        "cores": os.cpu_count(),
+        "machine": platform.machine(),
+        "os": platform.platform(),
+        "system": platform.system(),
+        "python": platform.python_version(),
+        "python_executable": sys.executable,
+        "numpy": None,
+        "runtime": runtime,
+        "runtimes": {},
+        "onnxruntime_providers": [],
+        "missing": [],
+    }
+    if hasattr(os, "sched_getaffinity"):
+        try:
+            info["usable_cores"] = len(os.sched_getaffinity(0))
+        except OSError:
+            pass
+    missing = info["missing"]
+    try:
+        import numpy
+
+        info["numpy"] = numpy.__version__
+    except ImportError:
+        missing.append({"what": "numpy", "required": True, "hint": NUMPY_HINT})
+
+    try:
+        import onnxruntime
+
+        info["runtimes"]["onnxruntime"] = onnxruntime.__version__
+        info["onnxruntime_providers"] = list(onnxruntime.get_available_providers())
+    except ImportError:
+        if runtime == "onnxruntime":
+            hint = ORT_GPU_HINT if any(p != "CPUExecutionProvider" for p in providers or []) else ORT_HINT
+            missing.append({"what": "onnxruntime", "required": True, "hint": hint})
+    except Exception as exc:  # a broken install
+        if runtime == "onnxruntime":
+            missing.append({"what": "onnxruntime", "required": True,
+                            "hint": "onnxruntime fails to import (%s); reinstall: %s" % (exc, ORT_HINT)})
+    if runtime == "onnxruntime" and "onnxruntime" in info["runtimes"]:
+        for p in providers or []:
+            if p not in info["onnxruntime_providers"]:
+                missing.append({
+                    "what": p,
+                    "required": True,
+                    "hint": "this onnxruntime build lacks %s; %s" % (p, ORT_GPU_HINT),
+                })
+
+    try:
+        name, top, _ = _import_tflite(interpreter if runtime == "tflite" else "auto")
+        info["runtimes"][name] = getattr(top, "__version__", "unknown")
+        info["tflite_module"] = name
+    except ImportError:
+        if runtime == "tflite":
+            hint = TFLITE_HINT if interpreter in (None, "auto") else "pip install " + interpreter.replace("_", "-")
+            missing.append({"what": "tflite interpreter", "required": True, "hint": hint})
+    except Exception as exc:
+        if runtime == "tflite":
+            missing.append({"what": "tflite interpreter", "required": True,
+                            "hint": "the TFLite module fails to import (%s); reinstall: %s" % (exc, TFLITE_HINT)})
+    if runtime == "onnxruntime":
+        info["runtime_version"] = info["runtimes"].get("onnxruntime")
+    elif runtime == "tflite":
+        info["runtime_version"] = info["runtimes"].get(info.get("tflite_module", ""))
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# inputs
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16",
+    "tensor(int32)": "int32",
+    "tensor(int64)": "int64",
+    "tensor(bool)": "bool",
+}
+
+
+def random_array(np, rng, shape, dtype):
+    """Random values of a dtype: normal floats, full-range int8/uint8, small non-negative ints."""
+    dtype = np.dtype(dtype)
+    shape = tuple(int(d) for d in shape)
+    if dtype.kind == "f":
+        return rng.standard_normal(shape).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=shape).astype(bool)
+    if dtype.kind in "iu" and dtype.itemsize == 1:  # quantized tensors: use the whole range
+        info = np.iinfo(dtype)
+        return rng.integers(int(info.min), int(info.max) + 1, size=shape, dtype=dtype)
+    if dtype.kind in "iu":  # indices, token ids: keep small and valid
+        return rng.integers(0, 8, size=shape).astype(dtype)
+    raise ValueError("unsupported input dtype %s" % dtype)
+
+
+def _static_shape(shape):
+    """Dynamic dimensions (None, names, -1) become 1."""
+    return [d if isinstance(d, int) and d > 0 else 1 for d in shape]
+
+
+# ---------------------------------------------------------------------------------------------
+# runners: each returns (run_once: callable, info: dict)
+
+
+def ort_runner(np, rng, ort, path, opts):
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(opts["threads"])
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    requested = list(opts.get("providers") or ["CPUExecutionProvider"])
+    available = ort.get_available_providers()
+    absent = [p for p in requested if p not in available]
+    if absent:
+        raise RuntimeError(
+            "provider(s) %s not available in this onnxruntime (available: %s)"
+            % (", ".join(absent), ", ".join(available))
+        )
+    sess = ort.InferenceSession(path, sess_options=so, providers=requested)
+    used = sess.get_providers()
+    if requested[0] not in used:  # onnxruntime silently falls back to CPU when a provider fails
+        raise RuntimeError("provider %s failed to load; session uses %s" % (requested[0], ", ".join(used)))
+    feeds = {}
+    for inp in sess.get_inputs():
+        dtype = _ORT_TYPES.get(inp.type)
+        if dtype is None:
+            raise ValueError("input %r has unsupported type %s" % (inp.name, inp.type))
+        feeds[inp.name] = random_array(np, rng, _static_shape(inp.shape), dtype)
+
+    def run_once():
+        sess.run(None, feeds)
+
+    return run_once, {"providers": used}
+
+
+def tflite_runner(np, rng, interp_mod, path, opts):
+    kwargs = {"model_path": path, "num_threads": int(opts["threads"])}
+    delegate = opts.get("delegate", "xnnpack")
+    if delegate == "none":
+        resolver = getattr(interp_mod, "OpResolverType", None)
+        if resolver is None:
+            raise RuntimeError("this TFLite interpreter cannot disable the default XNNPACK delegate")
+        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    elif delegate == "gpu":
+        lib = opts.get("delegate_library") or "libtensorflowlite_gpu_delegate.so"
+        kwargs["experimental_delegates"] = [interp_mod.load_delegate(lib)]
+    interp = interp_mod.Interpreter(**kwargs)
+    for det in interp.get_input_details():  # dynamic dims (-1 in the signature) become 1
+        sig = det.get("shape_signature")
+        if sig is not None and any(int(d) < 0 for d in sig):
+            interp.resize_tensor_input(det["index"], _static_shape([int(d) for d in sig]))
+    interp.allocate_tensors()
+    for det in interp.get_input_details():
+        interp.set_tensor(det["index"], random_array(np, rng, det["shape"], det["dtype"]))
+
+    def run_once():
+        interp.invoke()
+
+    return run_once, {"delegate": delegate}
+
+
+# ---------------------------------------------------------------------------------------------
+# measuring
+
+
+def stats_ms(np, times_s):
+    a = np.asarray(times_s, dtype=np.float64) * 1e3
+    return {
+        "median_ms": float(np.median(a)),
+        "mean_ms": float(a.mean()),
+        "std_ms": float(a.std()),
+        "p10_ms": float(np.percentile(a, 10)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "count": int(a.size),
+    }
+
+
+def time_runs(run_once, warmup, runs):
+    for _ in range(warmup):
+        run_once()
+    times = []
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            run_once()
+            times.append(time.perf_counter() - t0)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return times
+
+
+def measure(opts, models):
+    try:
+        import numpy as np
+    except ImportError as exc:
+        emit({"fatal": "numpy is missing on the device (%s); %s" % (exc, NUMPY_HINT)})
+        return 3
+    runtime = opts["runtime"]
+    try:
+        if runtime == "onnxruntime":
+            import onnxruntime as rt_mod
+
+            make = ort_runner
+            version = rt_mod.__version__
+            module_name = "onnxruntime"
+        elif runtime == "tflite":
+            module_name, top, rt_mod = _import_tflite(opts.get("interpreter", "auto"))
+            make = tflite_runner
+            version = getattr(top, "__version__", "unknown")
+        else:
+            emit({"fatal": "unknown runtime %r (use onnxruntime or tflite)" % runtime})
+            return 3
+    except ImportError as exc:
+        hint = ORT_HINT if runtime == "onnxruntime" else TFLITE_HINT
+        emit({"fatal": "%s runtime is missing on the device (%s); %s" % (runtime, exc, hint)})
+        return 3
+    if runtime == "onnxruntime":
+        try:
+            rt_mod.set_default_logger_severity(3)
+        except Exception:
+            pass
+    emit({"event": "ready", "runtime": module_name, "version": version, "models": len(models)})
+    rng = np.random.default_rng(0)
+    warmup, runs = int(opts.get("warmup", 10)), int(opts.get("runs", 50))
+    for i, m in enumerate(models):
+        name = m.get("name") or os.path.basename(m["path"])
+        emit({"event": "begin", "index": i, "model": name})
+        try:
+            run_once, extra = make(np, rng, rt_mod, m["path"], opts)
+            times = time_runs(run_once, warmup, runs)
+            result = {"index": i, "model": name}
+            result.update(stats_ms(np, times))
+            result.update(extra)
+            del run_once
+        except Exception as exc:
+            msg = ("%s: %s" % (type(exc).__name__, exc)).strip()
+            result = {"index": i, "model": name, "error": msg[:2000]}
+        emit(result)
+    emit({"event": "done", "count": len(models)})
+    return 0
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(prog="agent.py", description="Measure model latency on this device.")
+    p.add_argument("--fingerprint", action="store_true", help="print the device fingerprint as JSON")
+    p.add_argument("--job", help="JSON job file (settings and models); overrides the options below")
+    p.add_argument("--runtime", choices=["onnxruntime", "tflite"], default="onnxruntime")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--providers", default="CPUExecutionProvider", help="comma-separated onnxruntime providers")
+    p.add_argument("--delegate", choices=["xnnpack", "gpu", "none"], default="xnnpack")
+    p.add_argument("--delegate-library", default="libtensorflowlite_gpu_delegate.so")
+    p.add_argument("--interpreter", choices=["auto", "ai_edge_litert", "tflite_runtime"], default="auto")
+    p.add_argument("models", nargs="*", help="model files")
+    return p.parse_args(argv)
+
+
+def main(argv=None):
+    global _OUT
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Keep the real stdout for our JSON lines and send everything else written to fd 1 (native
+    # runtime logs, stray prints) to stderr, so the protocol stream stays clean.
+    try:
+        sys.stdout.flush()
+        _OUT = os.fdopen(os.dup(1), "w")
+        os.dup2(2, 1)
+        sys.stdout = sys.stderr
+    except (OSError, ValueError, AttributeError):
+        _OUT = sys.stdout
+    opts = {
+        "runtime": args.runtime,
+        "threads": args.threads,
+        "warmup": args.warmup,
+        "runs": args.runs,
+        "providers": [p for p in args.providers.split(",") if p],
+        "delegate": args.delegate,
+        "delegate_library": args.delegate_library,
+        "interpreter": args.interpreter,
+    }
+    models = [{"name": os.path.basename(p), "path": p} for p in args.models]
+    if args.job:
+        with open(args.job) as f:
+            job = json.load(f)
+        opts.update({k: v for k, v in job.items() if k != "models"})
+        models = list(job.get("models", [])) or models
+    if args.fingerprint:
+        emit(fingerprint(opts["runtime"], opts.get("providers"), opts.get("interpreter", "auto")))
+        return 0
+    if opts["threads"] < 1 or opts["runs"] < 1 or opts["warmup"] < 0:
+        emit({"fatal": "threads and runs must be at least 1 and warmup at least 0"})
+        return 3
+    return measure(opts, models)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

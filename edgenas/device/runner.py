@@ -1,0 +1,275 @@
+"""Measure models on a device: upload the agent and the models, run it once, stream results back.
+
+    fp = device_fingerprint(profile)                       # what the device is and has
+    results = measure_models(profile, paths, on_result=save_one, chunk_size=200)
+
+`measure_models` opens one transport (one SSH connection), uploads the agent once, and for each
+chunk of models uploads the chunk in one batch, runs the agent once over the chunk and calls
+`on_result` for every model as soon as its JSON line arrives, so a caller can save each
+measurement atomically and resume after a dropped connection (which raises `ConnectionLost`).
+
+A model that fails to load or run is data: its `MeasureResult.error` says why and the batch goes
+on. If the agent process itself dies while measuring a model (a runtime crash), that model gets
+an error result and the agent is started again on the rest of the chunk.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+from edgenas.device.profile import DeviceProfile
+from edgenas.device.transport import CommandError, ConnectionLost, Transport, open_transport
+from edgenas.errors import DeviceError, EdgeNASError
+
+log = logging.getLogger(__name__)
+
+AGENT_PATH = Path(__file__).with_name("agent.py")
+AGENT_REMOTE_NAME = "edgenas_agent.py"
+
+
+@dataclass(frozen=True)
+class MeasureResult:
+    """The latency of one model on a device, or why it could not be measured."""
+
+    model: str  # the model file's name
+    path: Path | None = None  # the local model file
+    median_ms: float | None = None
+    mean_ms: float | None = None
+    std_ms: float | None = None  # population standard deviation of the timed runs
+    p10_ms: float | None = None
+    p90_ms: float | None = None
+    count: int = 0  # number of timed runs
+    error: str | None = None  # None on success
+    info: dict = field(default_factory=dict)  # e.g. {"providers": [...]} actually used
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["path"] = str(self.path) if self.path is not None else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "MeasureResult":
+        d = dict(d)
+        if d.get("path") is not None:
+            d["path"] = Path(d["path"])
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+
+_STAT_KEYS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms")
+
+
+@contextlib.contextmanager
+def _transport(profile: DeviceProfile, transport: Transport | None) -> Iterator[Transport]:
+    if transport is not None:
+        yield transport
+    else:
+        with open_transport(profile) as t:
+            yield t
+
+
+def _ensure_agent(t: Transport) -> str:
+    """Upload the agent once per transport; returns its path on the device."""
+    cached = getattr(t, "_edgenas_agent", None)
+    if cached and cached[0] == t.tmpdir:
+        return cached[1]
+    remote = t.put(AGENT_PATH, AGENT_REMOTE_NAME)
+    t._edgenas_agent = (t.tmpdir, remote)
+    return remote
+
+
+def _python_hint(profile: DeviceProfile) -> str:
+    return (
+        f"install Python 3 on the device (Debian/Raspberry Pi OS: sudo apt install python3; "
+        f"Termux: pkg install python) or set 'python:' in {profile.source}"
+    )
+
+
+def _agent_args(profile: DeviceProfile) -> list[str]:
+    o = profile.agent_options()
+    args = ["--runtime", o["runtime"]]
+    if "providers" in o:
+        args += ["--providers", ",".join(o["providers"])]
+    if "interpreter" in o:
+        args += ["--interpreter", o["interpreter"]]
+    return args
+
+
+def device_fingerprint(profile: DeviceProfile, transport: Transport | None = None) -> dict[str, Any]:
+    """Describe the device: CPU, cores, OS, Python, numpy, runtimes and providers.
+
+    `missing` lists what the profile's runtime needs but the device lacks, each as
+    {"what", "required", "hint"} where hint is the install command. A missing Python
+    interpreter is reported there too (the rest of the dict is then empty).
+    """
+    with _transport(profile, transport) as t:
+        agent = _ensure_agent(t)
+        res = t.run([profile.python, agent, "--fingerprint", *_agent_args(profile)], timeout=profile.command_timeout)
+    if res.rc == 127:
+        return {
+            "profile": profile.name,
+            "python": None,
+            "missing": [{"what": f"python ({profile.python})", "required": True, "hint": _python_hint(profile)}],
+        }
+    info = None
+    for line in reversed(res.stdout.splitlines()):
+        line = line.strip()
+        if line.startswith("{"):
+            try:
+                info = json.loads(line)
+                break
+            except json.JSONDecodeError:
+                pass
+    if res.rc != 0 or not isinstance(info, dict):
+        raise DeviceError(
+            f"device '{profile.name}': the agent failed with status {res.rc} under {profile.python} "
+            f"(it needs Python 3.7 or newer): {res.stderr.strip()[-500:] or '(no output)'}"
+        )
+    info["profile"] = profile.name
+    info["profile_key"] = profile.key()
+    return info
+
+
+def measure_models(
+    profile: DeviceProfile,
+    paths: Sequence[str | os.PathLike],
+    on_result: Callable[[MeasureResult], None] | None = None,
+    *,
+    chunk_size: int | None = None,
+    transport: Transport | None = None,
+) -> list[MeasureResult]:
+    """Measure every model file on the device; results come back in the order of `paths`.
+
+    `on_result(result)` is called for each model as soon as it is measured. `chunk_size`
+    uploads and measures that many models at a time (all chunks share one connection and one
+    agent upload), which bounds disk use on the device. Pass an open `transport` to reuse it.
+    Raises `ConnectionLost` / `DeviceError` if the device drops out; results already passed
+    to `on_result` are kept by the caller.
+    """
+    files = [Path(p) for p in paths]
+    for p in files:
+        if not p.is_file():
+            raise EdgeNASError(f"model file {p} not found")
+    if not files:
+        return []
+    if chunk_size is None:
+        chunk_size = len(files)
+    if chunk_size < 1:
+        raise ValueError("chunk_size must be at least 1")
+    results: list[MeasureResult | None] = [None] * len(files)
+
+    def deliver(i: int, r: MeasureResult) -> None:
+        results[i] = r
+        if on_result is not None:
+            on_result(r)
+
+    with _transport(profile, transport) as t:
+        agent = _ensure_agent(t)
+        for start in range(0, len(files), chunk_size):
+            idx = list(range(start, min(start + chunk_size, len(files))))
+            names = {i: f"m{i:05d}{files[i].suffix}" for i in idx}
+            remote = t.put_many([(files[i], names[i]) for i in idx])
+            remote_of = dict(zip(idx, remote))
+            try:
+                _run_chunk(profile, t, agent, files, idx, remote_of, deliver)
+            finally:
+                if t.tmpdir:
+                    with contextlib.suppress(DeviceError):
+                        t.remove(names.values())
+    return [r for r in results if r is not None]
+
+
+def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_of, deliver) -> None:
+    """Run the agent over `idx`; restart it past a model that crashes it."""
+    pending = list(idx)
+    while pending:
+        job = dict(profile.agent_options())
+        job["models"] = [{"name": files[i].name, "path": remote_of[i]} for i in pending]
+        with tempfile.TemporaryDirectory(prefix="edgenas-job-") as d:
+            job_file = Path(d) / "job.json"
+            job_file.write_text(json.dumps(job))
+            job_remote = t.put(job_file, "job.json")
+        ready = False
+        current: int | None = None  # position in `pending` being measured
+        done: set[int] = set()
+        fatal: str | None = None
+        try:
+            for line in t.stream([profile.python, agent, "--job", job_remote], timeout=profile.command_timeout):
+                msg = _parse(line)
+                if msg is None:
+                    continue
+                if "fatal" in msg:
+                    fatal = str(msg["fatal"])
+                elif msg.get("event") == "ready":
+                    ready = True
+                elif msg.get("event") == "begin":
+                    current = int(msg["index"])
+                elif "model" in msg and "index" in msg and "event" not in msg:
+                    pos = int(msg["index"])
+                    if 0 <= pos < len(pending) and pos not in done:
+                        done.add(pos)
+                        deliver(pending[pos], _result(msg, files[pending[pos]]))
+        except ConnectionLost:
+            if len(done) < len(pending):
+                raise
+            # Every result arrived; only the exit status was lost. The next upload (if any)
+            # will raise again, and the caller already has all of this chunk.
+            log.warning("%s: connection lost after the last result of a chunk", t.describe())
+            return
+        except CommandError as exc:
+            if fatal is not None:
+                raise DeviceError(f"{t.describe()}: {fatal}") from None
+            if exc.rc == 127:
+                raise DeviceError(f"{t.describe()}: python interpreter {profile.python!r} not found; {_python_hint(profile)}") from None
+            if not ready or current is None or current in done:
+                raise DeviceError(f"{t.describe()}: the agent failed before measuring: {exc}") from None
+            crashed = pending[current]
+            log.warning("%s: the agent died while measuring %s (status %d); continuing with the rest",
+                        t.describe(), files[crashed].name, exc.rc)
+            detail = exc.stderr.strip()[-500:]
+            deliver(crashed, MeasureResult(
+                model=files[crashed].name, path=files[crashed],
+                error=f"the agent process died while measuring this model (status {exc.rc})" + (f": {detail}" if detail else ""),
+            ))
+            done.add(current)
+            pending = [pending[p] for p in range(len(pending)) if p not in done]
+            continue
+        if fatal is not None:
+            raise DeviceError(f"{t.describe()}: {fatal}")
+        for pos, i in enumerate(pending):
+            if pos not in done:
+                deliver(i, MeasureResult(model=files[i].name, path=files[i], error="the agent reported no result"))
+        pending = []
+
+
+def _parse(line: str) -> dict | None:
+    line = line.strip()
+    if not line.startswith("{"):
+        return None
+    try:
+        msg = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+def _result(msg: dict, path: Path) -> MeasureResult:
+    if msg.get("error") is not None:
+        return MeasureResult(model=path.name, path=path, error=str(msg["error"]))
+    info = {k: v for k, v in msg.items() if k not in _STAT_KEYS and k not in ("index", "model", "count", "error")}
+    return MeasureResult(
+        model=path.name,
+        path=path,
+        count=int(msg.get("count", 0)),
+        info=info,
+        **{k: float(msg[k]) for k in _STAT_KEYS},
+    )

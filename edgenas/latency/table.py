@@ -1,0 +1,373 @@
+"""The latency lookup table: per-layer latencies of one device, and the latency of whole subnets.
+
+A table file (`latency_tables/NAME.yaml`) is YAML with two parts:
+
+    header:                       # what, where, how; see `LatencyTable.create`
+      format: edgenas-latency-table
+      format_version: 1
+      space: {name: mbv3-w1.0, hash: 1a2b3c4d5e6f}
+      device: {profile, profile_key, transport, fingerprint: {cpu_model, cores, os, ...}}
+      runtime: onnxruntime, runtime_version: 1.32.0, threads: 1, warmup: 10, runs: 50
+      statistic: median           # which value of an entry predictions use
+      calibration: {...}          # see `Calibration`
+    ops:                          # OFA-style readable keys, values in milliseconds
+      expanded_conv-input:56x56x24-output:28x28x40-expand:72-kernel:5-stride:2-idskip:0-se:1-hs:0:
+        {mean: 0.41, median: 0.40, std: 0.02, count: 50}
+
+`predict(arch)` sums the layers of `arch` and applies the calibration; a layer missing from the
+table raises `MissingKeyError` naming its key (never a silent zero). `predictor(space)` gives the
+vectorised form over genomes (`edgenas.space.encode`) for search.
+
+OFA's published tables (`{160..224}_lookup_table.yaml`, entries {count, mean, std}) load as a
+table for the space mbv3-w1.2 with `LatencyTable.load_ofa(dir)` or `LatencyTable.load(dir)`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import yaml
+
+from edgenas import __version__
+from edgenas.errors import ConfigError, EdgeNASError
+from edgenas.io import atomic_write_text
+from edgenas.space.arch import Arch, decode, genome_of
+from edgenas.space.ops import arch_ops
+from edgenas.space.space import SearchSpace, load_space, preset_names
+
+TABLE_FORMAT = "edgenas-latency-table"
+FORMAT_VERSION = 1
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
+_OFA_FILE = re.compile(r"(\d+)_lookup_table\.ya?ml$")
+
+
+class MissingKeyError(EdgeNASError):
+    """A layer a prediction needs is not in the latency table."""
+
+
+def now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How whole-network latency is predicted from the per-layer entries:
+
+        predict(arch) = scale * sum over layers of max(entry - overhead_ms, 0) + offset_ms
+
+    - overhead_ms: the per-call cost every isolated measurement contains (feeding the input,
+      fetching the output, the runtime's dispatch), measured on an Identity model; a whole
+      network pays it once, not once per layer, so it is subtracted from each layer.
+    - scale, offset_ms: a least-squares line (relative error) from the summed layers to the
+      measured latency of a few whole calibration subnets, absorbing what isolated layers do not
+      show: cache reuse between layers, memory planning, and the fixed cost of one network call.
+    With no calibration subnets scale = 1 and offset_ms = 0; OFA's tables carry no calibration.
+    """
+
+    overhead_ms: float = 0.0
+    scale: float = 1.0
+    offset_ms: float = 0.0
+
+    @classmethod
+    def from_header(cls, header: Mapping[str, Any]) -> "Calibration":
+        c = header.get("calibration") or {}
+        return cls(float(c.get("overhead_ms", 0.0)), float(c.get("scale", 1.0)), float(c.get("offset_ms", 0.0)))
+
+    def apply(self, raw_ms):
+        return self.scale * raw_ms + self.offset_ms
+
+
+def fit_calibration(raw_ms: Iterable[float], measured_ms: Iterable[float], overhead_ms: float) -> Calibration:
+    """Fit measured ~ scale * raw + offset, minimising the squared *relative* error (the goal is
+    a small percentage error on small and large subnets alike). One subnet fits a scale only."""
+    raw, meas = np.asarray(list(raw_ms), float), np.asarray(list(measured_ms), float)
+    if raw.size == 0:
+        return Calibration(overhead_ms)
+    w = 1.0 / meas
+    if raw.size == 1 or np.ptp(raw) <= 1e-9 * max(raw.max(), 1e-12):
+        return Calibration(overhead_ms, float(np.sum(w * w * raw * meas) / np.sum(w * w * raw * raw)), 0.0)
+    a = np.stack([raw * w, w], axis=1)
+    (scale, offset), *_ = np.linalg.lstsq(a, meas * w, rcond=None)
+    return Calibration(overhead_ms, float(scale), float(offset))
+
+
+def entry(mean: float, median: float | None, std: float, count: int) -> dict:
+    """A table entry, rounded to nanoseconds for readable files."""
+    e = {"mean": round(float(mean), 6)}
+    if median is not None:
+        e["median"] = round(float(median), 6)
+    e["std"] = round(float(std), 6)
+    e["count"] = int(count)
+    return e
+
+
+class LatencyTable:
+    """Per-layer latencies (ms) for one device and space, with header and calibration."""
+
+    def __init__(self, header: dict, ops: dict[str, dict] | None = None, path: str | Path | None = None):
+        self.header = header
+        self.ops: dict[str, dict] = dict(ops or {})
+        self.path = Path(path) if path is not None else None
+        self._predictors: dict[str, LatencyPredictor] = {}
+
+    # ---- creating, loading, saving ---------------------------------------------------------
+    @classmethod
+    def create(cls, space: SearchSpace, name: str, **fields) -> "LatencyTable":
+        """An empty table; `fields` (device, runtime, runtime_version, threads, ...) go into the header."""
+        header = {
+            "format": TABLE_FORMAT,
+            "format_version": FORMAT_VERSION,
+            "name": name,
+            "space": _space_header(space),
+            "created": now(),
+            "updated": now(),
+            "edgenas_version": __version__,
+            "units": "ms",
+            "statistic": "median",
+        }
+        header.update(fields)
+        return cls(header)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LatencyTable":
+        """An edgenas table file, or OFA's published tables (a directory, or one `R_lookup_table.yaml`)."""
+        path = Path(path)
+        if path.is_dir():
+            return cls.load_ofa(path)
+        if not path.is_file():
+            raise ConfigError(f"latency table {path} not found; build one with: edgenas profile PROFILE --space NAME")
+        data = _read_yaml(path)
+        if isinstance(data, dict) and "header" in data and "ops" in data:
+            return cls._from_dict(data, path)
+        if _OFA_FILE.search(path.name) and _looks_like_ofa(data):
+            return cls.load_ofa(path)
+        raise ConfigError(f"{path} is not a latency table (expected 'header' and 'ops', or an OFA R_lookup_table.yaml)")
+
+    @classmethod
+    def _from_dict(cls, data: dict, path: Path) -> "LatencyTable":
+        header, ops = data["header"], data["ops"] or {}
+        if not isinstance(header, dict) or header.get("format") != TABLE_FORMAT:
+            raise ConfigError(f"{path}: header.format must be {TABLE_FORMAT!r}")
+        if header.get("format_version") != FORMAT_VERSION:
+            raise ConfigError(f"{path}: format_version {header.get('format_version')!r} is not supported "
+                              f"(this edgenas reads version {FORMAT_VERSION}); rebuild the table with edgenas profile")
+        for key, e in ops.items():
+            if not isinstance(e, dict) or not isinstance(e.get("mean"), (int, float)):
+                raise ConfigError(f"{path}: entry {key!r} must be a mapping with a numeric 'mean' (ms)")
+        return cls(header, ops, path)
+
+    @classmethod
+    def load_ofa(cls, path: str | Path, space: SearchSpace | str = "mbv3-w1.2") -> "LatencyTable":
+        """OFA's `{resolution}_lookup_table.yaml` files (a directory of them, or one file).
+
+        The feature-mix and classifier keys repeat in every file with slightly different values;
+        they are merged into one entry (count-weighted mean and pooled std)."""
+        path, space = Path(path), load_space(space)
+        files = sorted(path.glob("*_lookup_table.yaml")) if path.is_dir() else [path]
+        files = [f for f in files if _OFA_FILE.search(f.name)]
+        if not files:
+            raise ConfigError(f"{path}: no OFA lookup tables (files named like 160_lookup_table.yaml)")
+        merged: dict[str, list[dict]] = {}
+        resolutions = []
+        for f in files:
+            data = _read_yaml(f)
+            if not _looks_like_ofa(data):
+                raise ConfigError(f"{f}: not an OFA lookup table (expected keys mapping to {{count, mean, std}})")
+            resolutions.append(int(_OFA_FILE.search(f.name).group(1)))
+            for key, e in data.items():
+                merged.setdefault(key, []).append(e)
+        ops = {key: _pool(es) for key, es in merged.items()}
+        table = cls.create(space, f"ofa-note10-{space.name}", source=f"OFA published lookup tables ({path})",
+                           device={"profile": "ofa-note10", "description": "Samsung Galaxy Note10, as published by OFA"},
+                           runtime="tflite (OFA's measurement)", resolutions=sorted(resolutions), statistic="mean",
+                           calibration={"note": "none: OFA's tables carry no calibration", "overhead_ms": 0.0,
+                                        "scale": 1.0, "offset_ms": 0.0})
+        table.ops = ops
+        table.path = path
+        return table
+
+    def to_dict(self) -> dict:
+        return {"header": self.header, "ops": self.ops}
+
+    def dumps(self) -> str:
+        return yaml.dump(self.to_dict(), Dumper=_Dumper, sort_keys=False, default_flow_style=None, width=200)
+
+    def save(self, path: str | Path | None = None) -> Path:
+        """Write atomically (temporary file + rename) to `path` or where it was loaded from."""
+        path = Path(path) if path is not None else self.path
+        if path is None:
+            raise ValueError("no path to save the latency table to")
+        self.header["updated"] = now()
+        atomic_write_text(path, self.dumps())
+        self.path = path
+        return path
+
+    # ---- entries ---------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return str(self.header.get("name", self.path.stem if self.path else "latency table"))
+
+    @property
+    def calibration(self) -> Calibration:
+        return Calibration.from_header(self.header)
+
+    def set(self, key: str, e: dict) -> None:
+        self.ops[key] = e
+        self._predictors.clear()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.ops
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def value(self, key: str) -> float:
+        """The latency (ms) of one layer, by the header's statistic (median; mean if absent)."""
+        e = self.ops.get(key)
+        if e is None:
+            raise MissingKeyError(
+                f"latency table {self.name} has no entry for {key}; measure it with: edgenas profile PROFILE "
+                f"--space {self.header.get('space', {}).get('name', 'SPACE')} --out {self.path or 'TABLE'}"
+            )
+        return float(e.get(self.header.get("statistic", "median"), e["mean"]))
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if k not in self.ops]
+
+    # ---- prediction ------------------------------------------------------------------------
+    def space(self, space: SearchSpace | str | None = None) -> SearchSpace:
+        """The table's space (from the header), or `space` after checking it is the same one."""
+        info = self.header.get("space") or {}
+        if space is None:
+            if "definition" in info:
+                space = SearchSpace.from_dict(info["definition"], source=f"{self.name} header")
+            elif info.get("name") in preset_names():
+                space = load_space(info["name"])
+            else:
+                raise EdgeNASError(f"latency table {self.name} does not say which space it is for; pass the space")
+        space = load_space(space)
+        if info.get("hash") not in (None, space.hash):
+            raise EdgeNASError(
+                f"latency table {self.name} was built for space {info.get('name')} (hash {info.get('hash')}), "
+                f"not {space.name} (hash {space.hash}); profile this space or pass the right table"
+            )
+        return space
+
+    def breakdown(self, arch: Arch, space: SearchSpace | str | None = None) -> list[tuple[str, float]]:
+        """(key, ms) for every layer of `arch`, raw table values in network order."""
+        return [(op.key, self.value(op.key)) for op in arch_ops(self.space(space), arch)]
+
+    def predict_raw(self, arch: Arch, space: SearchSpace | str | None = None) -> float:
+        """Sum of the layers of `arch`, each less the per-call overhead; no scale or offset."""
+        ov = self.calibration.overhead_ms
+        return float(sum(max(v - ov, 0.0) for _, v in self.breakdown(arch, space)))
+
+    def predict(self, arch: Arch | Iterable[Arch], space: SearchSpace | str | None = None):
+        """Predicted latency (ms) of one arch, or an array for a list of archs."""
+        if isinstance(arch, Arch):
+            return float(self.calibration.apply(self.predict_raw(arch, space)))
+        return np.array([self.predict(a, space) for a in arch])
+
+    def predictor(self, space: SearchSpace | str | None = None) -> "LatencyPredictor":
+        space = self.space(space)
+        if space.hash not in self._predictors:
+            self._predictors[space.hash] = LatencyPredictor(self, space)
+        return self._predictors[space.hash]
+
+    def predict_genomes(self, genomes: np.ndarray, space: SearchSpace | str | None = None) -> np.ndarray:
+        return self.predictor(space)(genomes)
+
+
+class LatencyPredictor:
+    """Vectorised `LatencyTable.predict` over genomes, for search.
+
+    Precomputes per resolution the fixed layers' sum and a [resolution, slot, kernel, expand]
+    table of block latencies (overhead already subtracted), like `edgenas.space.CostTable`; a
+    call is then a gather and a masked row sum. Entries missing from the table are NaN; if a
+    genome needs one, the call raises `MissingKeyError` naming the key.
+    """
+
+    def __init__(self, table: LatencyTable, space: SearchSpace):
+        from edgenas.latency.ops import block_variant, slot_layout
+
+        self.table, self.space = table, space
+        self.calibration = table.calibration
+        self.genome = g = genome_of(space)
+        ks, es = space.kernel_sizes, space.expand_ratios
+        nr, ns, nk, ne = len(space.resolutions), space.num_slots, len(ks), len(es)
+        ov = self.calibration.overhead_ms
+
+        def get(key: str) -> float:
+            e = table.ops.get(key)
+            return max(table.value(key) - ov, 0.0) if e is not None else math.nan
+
+        self.fixed = np.zeros(nr)
+        slot = np.zeros((nr, ns, nk, ne))
+        for ri, r in enumerate(space.resolutions):
+            fixed, slots = slot_layout(space, r)
+            self.fixed[ri] = sum(get(op.key) for op in fixed)
+            for s, op in enumerate(slots):
+                for ki, k in enumerate(ks):
+                    for ei, e in enumerate(es):
+                        slot[ri, s, ki, ei] = get(block_variant(space, op, k, e).key)
+        self.slot = slot.reshape(-1)
+        self._slot_base = np.arange(ns) * nk * ne  # flat offset of each slot within a resolution
+        self._res_stride, self._ne = ns * nk * ne, ne
+        self._depths = np.asarray(space.depths)
+        self._pos = g._slot_pos
+        self._unit = g._slot_unit
+
+    def raw(self, genomes: np.ndarray) -> np.ndarray:
+        g = self.genome
+        genomes = np.asarray(genomes)
+        res = genomes[:, 0]
+        idx = (res * self._res_stride)[:, None] + self._slot_base + genomes[:, g.kernel] * self._ne + genomes[:, g.expand]
+        active = self._pos < self._depths[genomes[:, g.depth]][:, self._unit]
+        out = self.fixed[res] + (self.slot[idx] * active).sum(1)
+        if np.isnan(out).any():
+            # Name the first missing key through the scalar path (it raises MissingKeyError). NaN * 0
+            # is NaN, so a missing entry in an inactive slot must not count: recheck without it.
+            out = self.fixed[res] + np.where(active, self.slot[idx], 0.0).sum(1)
+            bad = np.flatnonzero(np.isnan(out))
+            if bad.size:
+                self.table.predict_raw(decode(self.space, genomes[bad[:1]])[0], self.space)
+                raise AssertionError("a NaN prediction without a missing key")  # pragma: no cover
+        return out
+
+    def __call__(self, genomes: np.ndarray) -> np.ndarray:
+        """Predicted latency (ms), one float64 per genome."""
+        return self.calibration.apply(self.raw(genomes))
+
+
+def _space_header(space: SearchSpace) -> dict:
+    info = {"name": space.name, "hash": space.hash}
+    if space.name not in preset_names() or load_space(space.name).hash != space.hash:
+        info["definition"] = space.to_dict()  # a custom space: keep it so the table is self-contained
+    return info
+
+
+def _read_yaml(path: Path):
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
+
+
+def _looks_like_ofa(data) -> bool:
+    return isinstance(data, dict) and bool(data) and all(isinstance(v, dict) and "mean" in v for v in data.values())
+
+
+def _pool(entries: list[dict]) -> dict:
+    counts = np.array([float(e.get("count", 1)) for e in entries])
+    means = np.array([float(e["mean"]) for e in entries])
+    stds = np.array([float(e.get("std", 0.0)) for e in entries])
+    n = counts.sum()
+    mean = float((counts * means).sum() / n)
+    var = float((counts * (stds**2 + means**2)).sum() / n - mean**2)
+    return entry(mean, None, math.sqrt(max(var, 0.0)), int(n))

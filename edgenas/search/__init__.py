@@ -1,0 +1,19 @@
+"""Hardware-aware search: objectives, constraints, the accuracy predictor, and three strategies.
+
+    search(space, accuracy, constraints, strategy="evolution"|"nsga2"|"random") -> SearchResult
+
+See `edgenas.search.objectives` for the metric interface a plugged-in predictor follows.
+"""
+from edgenas.search.constraints import Constraint, Constraints, InfeasibleBudgetError, MetricRange, metric_range
+from edgenas.search.engine import STRATEGIES, search
+from edgenas.search.objectives import (
+    ArchBatch, Metric, cost_metric, latency_fn, latency_metric, latency_table_of, predictor_metric, table_name,
+)
+from edgenas.search.pareto import hypervolume_2d, non_dominated
+from edgenas.search.results import SearchResult
+
+__all__ = [
+    "ArchBatch", "Constraint", "Constraints", "InfeasibleBudgetError", "Metric", "MetricRange", "STRATEGIES",
+    "SearchResult", "cost_metric", "hypervolume_2d", "latency_fn", "latency_metric", "latency_table_of",
+    "metric_range", "non_dominated", "predictor_metric", "search", "table_name",
+]

@@ -1,0 +1,143 @@
+"""`search()`: one entry point for every strategy.
+
+    from edgenas.search import Constraint, cost_metric, latency_metric, predictor_metric, search
+    lat = latency_metric(table)                               # any object with predict_genomes
+    result = search(space, predictor_metric(predictor), [Constraint(lat, 25.0)],
+                    strategy="evolution", seed=0, report=[lat])
+    print(result.best["arch"], result.best["accuracy"])
+
+Strategies share the budget check, the feasibility machinery and the evaluation archive; the
+result ranks every feasible architecture the strategy evaluated (top-k) and gives the Pareto
+front of accuracy against the cost objectives.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgenas.search.constraints import Constraint, Constraints
+from edgenas.search.evolution import evolution
+from edgenas.search.nsga2 import nsga2
+from edgenas.search.objectives import ArchBatch, Metric, cost_metric, latency_table_of
+from edgenas.search.pareto import non_dominated
+from edgenas.search.problem import Evaluator, Problem
+from edgenas.search.random_search import random_search
+from edgenas.search.results import SearchResult
+from edgenas.space import SearchSpace, decode, encode, largest
+
+log = logging.getLogger(__name__)
+
+STRATEGIES: dict[str, Callable[..., None]] = {"evolution": evolution, "nsga2": nsga2, "random": random_search}
+
+
+def search(
+    space: SearchSpace,
+    accuracy: Metric,
+    constraints: Sequence[Constraint] = (),
+    strategy: str = "evolution",
+    *,
+    objectives: Sequence[Metric] | None = None,
+    report: Sequence[Metric] = (),
+    seed: int = 0,
+    top_k: int = 10,
+    max_evals: int | None = None,
+    **options: Any,
+) -> SearchResult:
+    """Find architectures of `space` that maximise `accuracy` within `constraints`.
+
+    accuracy     the objective (a `Metric`; goal "max", or "min" to minimise, e.g. an error)
+    constraints  `Constraint(metric, limit)`: feasible when metric <= limit; checked first
+                 (`InfeasibleBudgetError` names the smallest achievable value)
+    strategy     "evolution", "nsga2" or "random"; `options` go to it (population, generations,
+                 parent_ratio, mutation_ratio, mutate_prob for evolution; population,
+                 generations, mutate_prob for nsga2; evaluations for random)
+    objectives   NSGA-II's cost objectives (default: the additive constraint metrics, i.e.
+                 latency tables, else MFLOPs); also the axes of the result's Pareto front
+    report       extra metrics to compute for the top-k and the front (e.g. every latency table)
+    max_evals    stop once this many distinct architectures have been evaluated
+    """
+    if strategy not in STRATEGIES:
+        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    started = time.perf_counter()
+    cons = Constraints(space, constraints)
+    cons.check()
+    if objectives is None:
+        objectives = [c.metric for c in cons.items if c.metric.structure == "additive"] or [cost_metric("mflops")]
+    evaluate = Evaluator(space, accuracy, max_evals)
+    problem = Problem(space, evaluate, cons, list(objectives))
+    rng = np.random.default_rng(seed)
+    note = ""
+    if cons.slack and cons.items:
+        note = ("every budget is above the largest subnet (" + ", ".join(
+            f"{c.metric.label} {v:g} {c.metric.unit}" for c, v in zip(cons.items, cons.values(encode(space, [largest(space)]))[0])
+        ) + "), so every subnet fits; returning the largest")
+        log.warning("note: %s", note)
+        evaluate(encode(space, [largest(space)]))
+        if strategy == "nsga2":  # the front is still worth having
+            nsga2(problem, rng, **options)
+    else:
+        STRATEGIES[strategy](problem, rng, **options)
+    return _collect(problem, strategy, seed, top_k, report, note, time.perf_counter() - started, force_largest=bool(note))
+
+
+def _collect(problem: Problem, strategy: str, seed: int, top_k: int, report: Sequence[Metric], note: str,
+             seconds: float, force_largest: bool) -> SearchResult:
+    space, cons, evaluate = problem.space, problem.constraints, problem.evaluate
+    genomes, values = evaluate.genomes, evaluate.values
+    ok = cons.feasible(genomes)
+    genomes, values = genomes[ok], values[ok]
+    fitness = values * evaluate.sign
+    order = np.argsort(-fitness, kind="stable")[:top_k]
+    if force_largest:
+        big = encode(space, [largest(space)])
+        order = np.concatenate([np.nonzero((genomes == big).all(1))[0][:1], order])
+        order = order[np.sort(np.unique(order, return_index=True)[1])][:top_k]
+    # The front: accuracy (maximised) against each cost objective, over all feasible evaluations.
+    batch = ArchBatch(space, genomes)
+    F = np.column_stack([-fitness] + [m(batch) * (1 if m.goal == "min" else -1) for m in problem.objectives])
+    front = np.nonzero(non_dominated(F))[0]
+    front = front[np.argsort(F[front, 1], kind="stable")]
+    metrics = _unique([problem.evaluate.metric] + [c.metric for c in cons.items] + list(problem.objectives) + list(report))
+    rows = np.concatenate([order, front])
+    table = _metric_table(space, genomes[rows], metrics)
+    top_entries, front_entries = table[:len(order)], table[len(order):]
+    return SearchResult(
+        space=space, strategy=strategy, seed=seed, accuracy_name=evaluate.metric.name,
+        budget={c.name: c.limit for c in cons.items}, top=top_entries, front=front_entries,
+        evaluations=evaluate.count, seconds=seconds, note=note,
+        archive={m.name: m(batch) for m in metrics if m.name != evaluate.metric.name} | {evaluate.metric.name: values},
+        objective_names=[m.name for m in problem.objectives],
+    )
+
+
+def _unique(metrics: list[Metric]) -> list[Metric]:
+    seen, out = set(), []
+    for m in metrics:
+        if m.name not in seen:
+            seen.add(m.name)
+            out.append(m)
+    return out
+
+
+def _metric_table(space: SearchSpace, genomes: np.ndarray, metrics: list[Metric]) -> list[dict[str, Any]]:
+    """One entry per genome: the arch string, every metric, MACs and params."""
+    batch = ArchBatch(space, genomes)
+    values = {m.name: m(batch) for m in metrics}
+    costs = batch.costs()
+    entries = []
+    for i, arch in enumerate(decode(space, genomes)):
+        entry: dict[str, Any] = {"arch": str(arch)}
+        for name, v in values.items():
+            table = latency_table_of(name)
+            if table is None:
+                entry[name] = float(v[i])
+            else:
+                entry.setdefault("latency_ms", {})[table] = float(v[i])
+        entry["macs"] = int(costs["macs"][i])
+        entry["params"] = int(costs["params"][i])
+        entry["peak_activation_bytes"] = int(costs["peak_activation_bytes"][i])
+        entries.append(entry)
+    return entries
