@@ -55,6 +55,8 @@ def _free_port() -> int:
 
 def _children(pid: int) -> list[int]:
     """All descendants of `pid` (Linux /proc); sshd runs each session in a child process."""
+    if not os.path.isdir("/proc"):
+        return []
     parents: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -72,6 +74,10 @@ def _children(pid: int) -> list[int]:
             out.append(c)
             todo.append(c)
     return out
+
+
+class _PortTaken(Exception):
+    pass
 
 
 def _keygen(path: Path, comment: str) -> None:
@@ -102,6 +108,10 @@ class SSHServer:
         _keygen(self.identity_file, "edgenas-test-user")
         shutil.copyfile(f"{self.identity_file}.pub", self.authorized_keys)
         os.chmod(self.authorized_keys, 0o600)
+        self._started_once = False
+        self._write_config()
+
+    def _write_config(self) -> None:
         pub = Path(f"{self.host_key}.pub").read_text().split()
         self.host_key_line = f"[{self.host}]:{self.port} {pub[0]} {pub[1]}"
         self.known_hosts.write_text(self.host_key_line + "\n")
@@ -120,9 +130,9 @@ class SSHServer:
                 "StrictModes no",
                 "X11Forwarding no",
                 "PrintMotd no",
-                "LogLevel VERBOSE",
+                "LogLevel VERBOSE",  # logs each connection and session: tests count them
                 "MaxStartups 50",
-                "Subsystem sftp internal-sftp -l INFO",
+                "Subsystem sftp internal-sftp",
                 "",
             ])
         )
@@ -132,8 +142,21 @@ class SSHServer:
         return self.proc.pid if self.proc is not None and self.proc.poll() is None else None
 
     def start(self, timeout: float = 10.0) -> "SSHServer":
+        """Start sshd and wait until it accepts connections (same port and key on a restart)."""
         if self.pid is not None:
             return self
+        for _ in range(3):  # the free port may be taken by someone else before sshd binds it
+            try:
+                return self._start(timeout)
+            except _PortTaken:
+                if self._started_once:
+                    raise RuntimeError(f"port {self.port} was taken while sshd was stopped:\n{self.log()}")
+                self.port = _free_port()
+                self._write_config()
+        raise RuntimeError(f"sshd could not bind a free port:\n{self.log()}")
+
+    def _start(self, timeout: float) -> "SSHServer":
+        log_start = self.log_path.stat().st_size if self.log_path.exists() else 0
         if os.geteuid() == 0:
             os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # privilege separation dir
         log = open(self.log_path, "ab")
@@ -147,12 +170,16 @@ class SSHServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"sshd exited with status {self.proc.returncode}:\n{self.log()}")
-            try:
-                with socket.create_connection((self.host, self.port), timeout=0.5):
-                    return self
-            except OSError:
-                time.sleep(0.05)
+                self.proc = None
+                if b"Address already in use" in self._log_bytes(log_start):
+                    raise _PortTaken()
+                raise RuntimeError(f"sshd exited:\n{self.log()}")
+            # sshd logs this once it has bound and listens (a bare connect could reach whoever
+            # else took the port).
+            if f"Server listening on {self.host} port {self.port}.".encode() in self._log_bytes(log_start):
+                self._started_once = True
+                return self
+            time.sleep(0.05)
         self.stop()
         raise RuntimeError(f"sshd did not accept connections on port {self.port} within {timeout} s:\n{self.log()}")
 
@@ -185,10 +212,13 @@ class SSHServer:
         return self.start()
 
     def log(self) -> str:
+        return self._log_bytes().decode("utf-8", "replace").replace("\r\n", "\n")
+
+    def _log_bytes(self, start: int = 0) -> bytes:
         try:
-            return self.log_path.read_text(errors="replace")
+            return self.log_path.read_bytes()[start:]
         except OSError:
-            return ""
+            return b""
 
     def count_log(self, text: str) -> int:
         return self.log().count(text)

@@ -1,7 +1,6 @@
 """The SSH transport, the runner and `edgenas device check` against a real OpenSSH server."""
 from __future__ import annotations
 
-import json
 import os
 import socket
 import subprocess
@@ -298,6 +297,12 @@ def test_wrong_key_is_an_authentication_error_without_retries(ssh_server, workdi
         device_fingerprint(profile)
     assert time.monotonic() - start < 5  # no backoff: retrying cannot fix a wrong key
 
+    locked = tmp_path / "id_locked"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "secret", "-f", str(locked)], check=True)
+    profile = ssh_server.profile(workdir=str(workdir), ssh={"identity_file": str(locked)})
+    with pytest.raises(DeviceError, match=f"encrypted.*ssh-add {locked}"):
+        device_fingerprint(profile)
+
 
 def test_connect_retries_are_bounded_with_backoff(tmp_path):
     require_ssh_tools()  # paramiko
@@ -333,8 +338,8 @@ def test_server_helper_stops_only_what_it_started(tmp_path):
     assert pid is not None and Path(f"/proc/{pid}").exists()
     server.stop()
     assert server.pid is None
-    with pytest.raises(OSError):
-        socket.create_connection((server.host, server.port), timeout=1).close()
+    assert not Path(f"/proc/{pid}").exists()  # terminated and reaped
+    assert "terminating" in server.log()  # it got our SIGTERM
 
 
 def test_missing_sshd_skips_locally_but_fails_under_ci(monkeypatch):

@@ -51,7 +51,7 @@ _OUT = sys.stdout  # replaced in main() by a private copy of the real stdout
 
 def emit(obj):
     _OUT.write(json.dumps(obj) + "\n")
-    pass
+    _OUT.flush()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -236,6 +236,26 @@ def random_array(np, rng, shape, dtype):
     raise ValueError("unsupported input dtype %s" % dtype)
 
 
+class _LegacyRng(object):
+    """The two Generator methods we use, for numpy older than 1.17 (old device images)."""
+
+    def __init__(self, np):
+        self._rs = np.random.RandomState(0)
+
+    def standard_normal(self, shape):
+        return self._rs.standard_normal(shape)
+
+    def integers(self, low, high, size=None, dtype="int64"):
+        return self._rs.randint(low, high, size=size, dtype=dtype)
+
+
+def make_rng(np):
+    """A seeded generator, so every model gets the same inputs on every device."""
+    if hasattr(np.random, "default_rng"):
+        return np.random.default_rng(0)
+    return _LegacyRng(np)
+
+
 def _static_shape(shape):
     """Dynamic dimensions (None, names, -1) become 1."""
     return [d if isinstance(d, int) and d > 0 else 1 for d in shape]
@@ -366,7 +386,7 @@ def measure(opts, models):
         except Exception:
             pass
     emit({"event": "ready", "runtime": module_name, "version": version, "models": len(models)})
-    rng = np.random.default_rng(0)
+    rng = make_rng(np)
     warmup, runs = int(opts.get("warmup", 10)), int(opts.get("runs", 50))
     for i, m in enumerate(models):
         name = m.get("name") or os.path.basename(m["path"])
@@ -409,7 +429,7 @@ def main(argv=None):
     # runtime logs, stray prints) to stderr, so the protocol stream stays clean.
     try:
         sys.stdout.flush()
-        _OUT = os.fdopen(os.dup(1), "w")
+        _OUT = os.fdopen(os.dup(1), "w", buffering=1)
         os.dup2(2, 1)
         sys.stdout = sys.stderr
     except (OSError, ValueError, AttributeError):

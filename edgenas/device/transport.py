@@ -253,15 +253,15 @@ class LocalTransport(Transport):
             t.start()
         finished = False
         try:
-            while True:
+            def next_line():
                 try:
-                    line = q.get(timeout=timeout)
+                    return q.get(timeout=timeout)
                 except queue.Empty:
                     raise DeviceError(
                         f"{self.describe()}: {os.path.basename(argv[0])} printed nothing for {timeout:g} s; stopped it"
                     ) from None
-                if line is None:
-                    break
+
+            for line in iter(next_line, None):  # None: stdout reached EOF
                 yield _decode(line).rstrip("\r\n")
             rc = proc.wait()
             threads[1].join(timeout=5)
@@ -275,6 +275,8 @@ class LocalTransport(Transport):
             if not finished and proc.poll() is None:
                 proc.kill()
                 proc.wait()
+            for t in threads:  # they end at EOF, which the exit (or the kill) brings
+                t.join(timeout=2)
             for f in (proc.stdout, proc.stderr):
                 f.close()
 
@@ -400,6 +402,12 @@ class SSHTransport(Transport):
                     f"device was reinstalled, remove the old key with: ssh-keygen -R '{label}' -f {kh} "
                     f"and add the new one with: {keyscan}"
                 ) from None
+            except paramiko.PasswordRequiredException:
+                client.close()
+                raise DeviceError(
+                    f"{self.describe()}: the key {cfg.identity_file} is encrypted; load it into ssh-agent "
+                    f"(ssh-add {cfg.identity_file}) and remove ssh.identity_file from {self.profile.source}"
+                ) from None
             except paramiko.AuthenticationException as exc:
                 client.close()
                 how = (f"key {cfg.identity_file}" if cfg.identity_file else
@@ -432,7 +440,7 @@ class SSHTransport(Transport):
     def close(self) -> None:
         tmp, self.tmpdir = self.tmpdir, ""
         try:
-            if False:
+            if tmp and self.client is not None:
                 self._remove_tmpdir(tmp)
         finally:
             if self.sftp is not None:
@@ -550,7 +558,8 @@ class SSHTransport(Transport):
         import select
 
         last = time.monotonic()
-        while True:
+        ended = eof_seen = False
+        while not ended:
             got = False
             while chan.recv_ready():
                 data = chan.recv(65536)
@@ -568,7 +577,11 @@ class SSHTransport(Transport):
                 last = time.monotonic()
                 continue
             if chan.eof_received or chan.closed:
-                return  # both buffers are empty and nothing more will come
+                # Data that arrived just before the EOF may still be buffered: drain once more
+                # after seeing it; the pass after that ends.
+                ended = eof_seen
+                eof_seen = True
+                continue
             if not self._alive():
                 raise ConnectionLost(f"{self.describe()}: connection lost while {posixpath.basename(argv[0])} was running")
             now = time.monotonic()
