@@ -165,18 +165,19 @@ class Constraints:
         genome to fall back on; note whether the largest subnet already meets every budget."""
         space = self.space
         self.ranges = [metric_range(space, c.metric) for c in self.items]
-        for c, rng in zip(self.items, self.ranges):
-            if c.limit < rng.minimum:
-                arch = decode(space, rng.argmin[None])[0]
-                m = c.metric
-                raise InfeasibleBudgetError(
-                    f"no subnet of {space.name} has {m.label} <= {_fmt(c.limit)} {m.unit}: the smallest achievable "
-                    f"is {_fmt_up(rng.minimum)} {m.unit}{'' if rng.exact else ' (estimated)'} ({arch}); "
-                    f"raise the budget to at least {_fmt_up(rng.minimum)} {m.unit}".replace(" %", "%")
-                )
-        candidates = [encode(space, [smallest(space)])[0]] + [r.argmin for r in self.ranges]
-        ok = self.feasible(np.stack(candidates))
+        for c, found in zip(self.items, self.ranges):
+            if found.exact and c.limit < found.minimum:
+                raise InfeasibleBudgetError(self._below(c, found, "the smallest achievable"))
+        candidates = np.stack([encode(space, [smallest(space)])[0]] + [r.argmin for r in self.ranges])
+        ok = self.feasible(candidates)
+        if not ok.any():  # the extremes fail together: try repairing a seeded sample
+            rng = np.random.default_rng(0)
+            candidates, still = self.repair(sample_genomes(space, rng, 256), rng)
+            ok = ~still
         if not ok.any():
+            for c, found in zip(self.items, self.ranges):
+                if c.limit < found.minimum:  # an estimate: the best of a large sample
+                    raise InfeasibleBudgetError(self._below(c, found, "the smallest found (in 4096 samples)"))
             names = ", ".join(f"{c.metric.label} <= {_fmt(c.limit)} {c.metric.unit}" for c in self.items)
             raise InfeasibleBudgetError(
                 f"each budget can be met alone, but no subnet of {space.name} found meets all of them together "
@@ -184,6 +185,13 @@ class Constraints:
             )
         self.seed = candidates[int(np.argmax(ok))]
         self.slack = bool(self.feasible(encode(space, [largest(space)]))[0])
+
+    def _below(self, c: Constraint, found: MetricRange, what: str) -> str:
+        arch = decode(self.space, found.argmin[None])[0]
+        m = c.metric
+        return (f"no subnet of {self.space.name} has {m.label} <= {_fmt(c.limit)} {m.unit}: {what} is "
+                f"{_fmt_up(found.minimum)} {m.unit} ({arch}); raise the budget to at least "
+                f"{_fmt_up(found.minimum)} {m.unit}").replace(" %", "%")
 
     # ---- making genomes feasible ----------------------------------------------------------------
     def enforce(

@@ -18,10 +18,11 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from edgenas.errors import ConfigError
 from edgenas.search.constraints import Constraint, Constraints
 from edgenas.search.evolution import evolution
 from edgenas.search.nsga2 import nsga2
-from edgenas.search.objectives import ArchBatch, Metric, cost_metric, latency_table_of
+from edgenas.search.objectives import COSTS, ArchBatch, Metric, cost_metric, latency_table_of
 from edgenas.search.pareto import non_dominated
 from edgenas.search.problem import Evaluator, Problem
 from edgenas.search.random_search import random_search
@@ -60,7 +61,9 @@ def search(
     max_evals    stop once this many distinct architectures have been evaluated
     """
     if strategy not in STRATEGIES:
-        raise ValueError(f"unknown strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+        raise ConfigError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    if top_k < 1 or (max_evals is not None and max_evals < 1):
+        raise ConfigError("top_k and max_evals must be at least 1")
     started = time.perf_counter()
     cons = Constraints(space, constraints)
     cons.check()
@@ -95,20 +98,19 @@ def _collect(problem: Problem, strategy: str, seed: int, top_k: int, report: Seq
         big = encode(space, [largest(space)])
         order = np.concatenate([np.nonzero((genomes == big).all(1))[0][:1], order])
         order = order[np.sort(np.unique(order, return_index=True)[1])][:top_k]
-    # The front: accuracy (maximised) against each cost objective, over all feasible evaluations.
     batch = ArchBatch(space, genomes)
-    F = np.column_stack([-fitness] + [m(batch) * (1 if m.goal == "min" else -1) for m in problem.objectives])
+    metrics = _unique([c.metric for c in cons.items] + list(problem.objectives) + list(report))
+    archive = {m.name: m(batch) for m in metrics if m.name != evaluate.metric.name} | {evaluate.metric.name: values}
+    # The front: accuracy (maximised) against each cost objective, over all feasible evaluations.
+    F = np.column_stack([-fitness] + [archive[m.name] * (1 if m.goal == "min" else -1) for m in problem.objectives])
     front = np.nonzero(non_dominated(F))[0]
     front = front[np.argsort(F[front, 1], kind="stable")]
-    metrics = _unique([problem.evaluate.metric] + [c.metric for c in cons.items] + list(problem.objectives) + list(report))
     rows = np.concatenate([order, front])
-    table = _metric_table(space, genomes[rows], metrics)
-    top_entries, front_entries = table[:len(order)], table[len(order):]
+    table = _metric_table(space, genomes[rows], {name: v[rows] for name, v in archive.items()})
     return SearchResult(
         space=space, strategy=strategy, seed=seed, accuracy_name=evaluate.metric.name,
-        budget={c.name: c.limit for c in cons.items}, top=top_entries, front=front_entries,
-        evaluations=evaluate.count, seconds=seconds, note=note,
-        archive={m.name: m(batch) for m in metrics if m.name != evaluate.metric.name} | {evaluate.metric.name: values},
+        budget={c.name: c.limit for c in cons.items}, top=table[:len(order)], front=table[len(order):],
+        evaluations=evaluate.count, seconds=seconds, note=note, archive=archive,
         objective_names=[m.name for m in problem.objectives],
     )
 
@@ -122,15 +124,15 @@ def _unique(metrics: list[Metric]) -> list[Metric]:
     return out
 
 
-def _metric_table(space: SearchSpace, genomes: np.ndarray, metrics: list[Metric]) -> list[dict[str, Any]]:
-    """One entry per genome: the arch string, every metric, MACs and params."""
-    batch = ArchBatch(space, genomes)
-    values = {m.name: m(batch) for m in metrics}
-    costs = batch.costs()
+def _metric_table(space: SearchSpace, genomes: np.ndarray, values: dict[str, np.ndarray]) -> list[dict[str, Any]]:
+    """One entry per genome: the arch string, every metric's value, MACs, params and peak memory."""
+    costs = ArchBatch(space, genomes).costs()
     entries = []
     for i, arch in enumerate(decode(space, genomes)):
         entry: dict[str, Any] = {"arch": str(arch)}
         for name, v in values.items():
+            if name in COSTS:  # macs, params and peak memory are always there, unscaled
+                continue
             table = latency_table_of(name)
             if table is None:
                 entry[name] = float(v[i])

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgenas.errors import ConfigError
 from edgenas.search.problem import Problem
 from edgenas.space import crossover_genomes, mutate_genomes
 
@@ -26,7 +27,8 @@ def evolution(
 ) -> None:
     """Run the search; every evaluated architecture lands in `problem.evaluate`'s archive."""
     if population < 2 or not 0 < parent_ratio <= 1 or not 0 <= mutation_ratio <= 1 or not 0 <= mutate_prob <= 1:
-        raise ValueError("evolution needs population >= 2 and ratios and probabilities in [0, 1]")
+        raise ConfigError("evolution needs a population of at least 2, parent_ratio in (0, 1] and mutation_ratio "
+                          "and mutate_prob in [0, 1]")
     space, cons, evaluate = problem.space, problem.constraints, problem.evaluate
     n_parents = max(1, int(round(parent_ratio * population)))
     n_mutants = int(round(mutation_ratio * population))

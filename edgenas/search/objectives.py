@@ -124,17 +124,17 @@ def cost_metric(name: str) -> Metric:
                   label=label)
 
 
-def latency_fn(table: Any) -> Callable[[np.ndarray], np.ndarray]:
+def latency_fn(table: Any, space: SearchSpace | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """The vectorised `genomes -> ms` function of a latency table.
 
-    Accepts `edgenas.latency.LatencyTable` (its `predict`) or any object with
-    `predict_genomes(genomes) -> ms`.
+    Accepts `edgenas.latency.LatencyTable` (its `predictor(space)`, which also checks that the
+    table was built for `space`) or any object with `predict_genomes(genomes) -> ms`.
     """
-    for attr in ("predict_genomes", "predict"):
-        fn = getattr(table, attr, None)
-        if callable(fn):
-            return fn
-    raise TypeError(f"{type(table).__name__} has neither predict_genomes(genomes) nor predict(genomes)")
+    if callable(getattr(table, "predictor", None)):
+        return table.predictor(space)
+    if callable(getattr(table, "predict_genomes", None)):
+        return table.predict_genomes
+    raise TypeError(f"{type(table).__name__} has neither predictor(space) nor predict_genomes(genomes)")
 
 
 def table_name(table: Any, default: str = "latency") -> str:
@@ -145,10 +145,10 @@ def table_name(table: Any, default: str = "latency") -> str:
     return default
 
 
-def latency_metric(table: Any, name: str | None = None) -> Metric:
+def latency_metric(table: Any, name: str | None = None, space: SearchSpace | None = None) -> Metric:
     """Predicted latency (ms) from a lookup table: a sum of per-layer terms."""
     name = name or table_name(table)
-    predict = latency_fn(table)
+    predict = latency_fn(table, space)
     return Metric(f"latency_ms[{name}]", lambda batch: predict(batch.genomes), goal="min", unit="ms",
                   structure="additive", label=f"latency on {name}")
 

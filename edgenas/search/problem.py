@@ -36,7 +36,7 @@ class Evaluator:
 
     def __call__(self, genomes: np.ndarray) -> np.ndarray:
         genomes = np.ascontiguousarray(genomes, dtype=np.int64)
-        keys = [row.tobytes() for row in genomes]
+        keys = genomes.view(np.dtype((np.void, genomes.shape[1] * 8))).ravel().tolist()  # one bytes per row
         index = self._index
         fresh: dict[bytes, int] = {}
         for i, k in enumerate(keys):

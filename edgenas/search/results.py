@@ -47,7 +47,7 @@ class SearchResult:
             "strategy": self.strategy,
             "seed": self.seed,
             "objective": self.accuracy_name,
-            "budget": self.budget,
+            "budget": _grouped(self.budget),
             "latency_tables": self.extra.get("tables", {t: None for t in self.tables}),
             "evaluations": self.evaluations,
             "seconds": round(self.seconds, 3),
@@ -102,7 +102,7 @@ class SearchResult:
                 ax.scatter([best], [self.best[self.accuracy_name]], marker="*", s=160, color=color,
                            edgecolors="black", zorder=5, label=f"{label}: best")
             if name in self.budget:
-                ax.axvline(self.budget[name], color=color, ls="--", lw=1)
+                ax.axvline(self.budget[name], color=color, ls="--", lw=1, label=f"{label}: budget")
         unit = "latency (ms)" if latency_table_of(axes[0]) else axes[0]
         ax.set_xlabel(unit)
         ax.set_ylabel(self.accuracy_name)
@@ -118,6 +118,18 @@ class SearchResult:
             return atomic_write(path, write)
         finally:
             plt.close(fig)
+
+
+def _grouped(values: dict[str, float]) -> dict[str, Any]:
+    """{"latency_ms[a]": x, "mflops": y} -> {"latency_ms": {"a": x}, "mflops": y}."""
+    out: dict[str, Any] = {}
+    for name, v in values.items():
+        table = latency_table_of(name)
+        if table is None:
+            out[name] = v
+        else:
+            out.setdefault("latency_ms", {})[table] = v
+    return out
 
 
 def _limit(limit: float | None, unit: str) -> str:

@@ -1,0 +1,72 @@
+"""`edgenas predictor build`: measure sampled subnets and train the accuracy predictor."""
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger("edgenas.predictor")
+
+
+def add_parser(subparsers) -> None:
+    from edgenas.cli import add_common
+
+    p = subparsers.add_parser("predictor", help="build the accuracy predictor of a supernet",
+                              description="Accuracy predictor of a trained supernet (used by edgenas search).")
+    add_common(p)
+    sub = p.add_subparsers(dest="predictor_command", metavar="ACTION", required=True)
+    b = sub.add_parser(
+        "build",
+        help="measure sampled subnets and train the predictor",
+        description="Sample subnets spread over the resolutions, measure each on the validation split after "
+                    "BatchNorm recalibration (resumable: measurements are appended to a log as they arrive; run "
+                    "it again to continue; under torchrun the ranks share the work), train an MLP on 80%% of them "
+                    "and report RMSE and Spearman correlation on the other 20%%.",
+    )
+    add_common(b)
+    b.add_argument("checkpoint", metavar="CKPT", help="supernet checkpoint")
+    b.add_argument("--samples", type=int, default=2000, metavar="N", help="subnets to measure (default 2000)")
+    b.add_argument("--out", metavar="PRED", help="predictor file (default: beside CKPT, NAME.predictor.pt)")
+    b.add_argument("--measurements", metavar="JSONL", help="measurement log (default: PRED.measured.jsonl)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--calib-images", type=int, default=2000, metavar="N",
+                   help="training images for BatchNorm recalibration (default 2000)")
+    b.add_argument("--epochs", type=int, default=200, help="MLP training epochs (default 200)")
+    b.add_argument("--data", metavar="NAME", help="dataset (default: the checkpoint's)")
+    b.add_argument("--data-path", metavar="DIR", help="dataset directory")
+    b.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from edgenas.data import load_dataset
+    from edgenas.errors import EdgeNASError
+    from edgenas.search.measure import build_predictor, dataset_config, open_checkpoint, world
+    from edgenas.search.predictor import default_predictor_path
+
+    if args.samples < 5:
+        raise EdgeNASError("--samples must be at least 5 (the predictor is tested on 20% of them)")
+    supernet, info = open_checkpoint(args.checkpoint)
+    dataset = load_dataset(dataset_config(info, args.data, args.data_path))
+    out = Path(args.out) if args.out else default_predictor_path(args.checkpoint)
+    rank, size = world()
+    count = [0]
+
+    def progress(arch, acc):
+        count[0] += 1
+        if count[0] % 50 == 0 or args.verbose:
+            log.info("rank %d: measured %d (%s: %.2f%%)", rank, count[0], arch, acc)
+
+    if rank == 0:
+        log.info("measuring %d subnets of %s on %s%s", args.samples, supernet.space.name, dataset.describe(),
+                 f" with {size} ranks" if size > 1 else "")
+    predictor, report = build_predictor(supernet, dataset, out, samples=args.samples, seed=args.seed,
+                                        measurements=args.measurements, bn_images=args.calib_images,
+                                        epochs=args.epochs, on_result=progress)
+    if predictor is None:
+        return 0
+    print(f"predictor for {supernet.space.name} trained on {report.n_train} subnets, tested on {report.n_test}:")
+    rho = "n/a (too few test subnets)" if report.spearman != report.spearman else f"{report.spearman:.3f}"
+    print(f"  RMSE {report.rmse:.3f} pp, Spearman {rho} (mean accuracy {report.mean_accuracy:.2f}%)")
+    print(f"wrote {out}")
+    return 0

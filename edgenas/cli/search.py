@@ -1,0 +1,116 @@
+"""`edgenas search`: find the most accurate subnet within a latency (and cost) budget."""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger("edgenas.search")
+
+
+def add_parser(subparsers) -> None:
+    from edgenas.cli import add_common
+
+    p = subparsers.add_parser(
+        "search",
+        help="search a subnet under a latency budget",
+        description="Search the supernet's space for the most accurate subnet (by the accuracy predictor) whose "
+                    "predicted latency on every given table is within --latency-ms, and within the optional MACs, "
+                    "params and peak-memory budgets. Writes the top-k (and for nsga2 the Pareto front) to --out "
+                    "as JSON and a plot of accuracy against latency beside it.",
+    )
+    add_common(p)
+    p.add_argument("--supernet", required=True, metavar="CKPT", help="supernet checkpoint (its space is searched)")
+    p.add_argument("--latency-table", action="append", default=[], metavar="LUT",
+                   help="latency table file, or a directory of OFA lookup tables; repeat for several devices")
+    p.add_argument("--latency-ms", type=float, metavar="MS", help="latency budget, on every table")
+    p.add_argument("--max-mflops", type=float, metavar="X", help="budget in millions of MACs")
+    p.add_argument("--max-params", type=float, metavar="Y", help="budget in millions of parameters")
+    p.add_argument("--max-peak-kb", type=float, metavar="Z", help="budget of peak fp32 activation memory, KB")
+    p.add_argument("--strategy", choices=["evolution", "nsga2", "random"], default="evolution")
+    p.add_argument("--predictor", metavar="PRED", help="accuracy predictor (default: CKPT's .predictor.pt)")
+    p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
+    p.add_argument("--top-k", type=int, default=10, metavar="K", help="architectures to keep in --out (default 10)")
+    p.add_argument("--population", type=int, default=100, metavar="N", help="evolution / nsga2 (default 100)")
+    p.add_argument("--generations", type=int, default=500, metavar="N", help="evolution / nsga2 (default 500)")
+    p.add_argument("--mutate-prob", type=float, default=0.1, metavar="P",
+                   help="chance that mutation resamples each gene (default 0.1)")
+    p.add_argument("--parent-ratio", type=float, default=0.25, metavar="R",
+                   help="evolution: share of the population kept as parents (default 0.25)")
+    p.add_argument("--mutation-ratio", type=float, default=0.5, metavar="R",
+                   help="evolution: share of children made by mutation, the rest by crossover (default 0.5)")
+    p.add_argument("--evaluations", type=int, metavar="N",
+                   help="stop after N distinct architectures (random search default: population x (generations + 1))")
+    p.add_argument("--out", required=True, metavar="JSON", help="results file (written atomically)")
+    p.add_argument("--plot", metavar="PNG", help="plot file (default: --out with .png)")
+    p.add_argument("--verify", type=int, default=0, metavar="K",
+                   help="re-evaluate the top K with the supernet (BN recalibrated) and, with --device, measure them")
+    p.add_argument("--device", metavar="PROFILE", help="device profile for --verify latency measurements")
+    p.add_argument("--data", metavar="NAME", help="dataset for --verify (default: the checkpoint's)")
+    p.add_argument("--data-path", metavar="DIR", help="dataset directory for --verify")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgenas.errors import EdgeNASError
+    from edgenas.search import Constraint, cost_metric, latency_metric, predictor_metric, search
+    from edgenas.search.measure import open_checkpoint
+    from edgenas.search.predictor import AccuracyPredictor, default_predictor_path
+
+    if args.latency_ms is not None and not args.latency_table:
+        raise EdgeNASError("--latency-ms needs at least one --latency-table")
+    if args.latency_table and args.latency_ms is None:
+        raise EdgeNASError("--latency-table needs a budget: add --latency-ms MS")
+    if args.verify and not args.verify > 0:
+        raise EdgeNASError("--verify K needs K >= 1")
+
+    supernet, info = open_checkpoint(args.supernet)
+    space = supernet.space
+    predictor_path = Path(args.predictor) if args.predictor else default_predictor_path(args.supernet)
+    predictor = AccuracyPredictor.load(predictor_path, space)
+    accuracy = predictor_metric(predictor)
+
+    tables, latency = load_tables(args.latency_table, space)
+    constraints = [Constraint(m, args.latency_ms) for m in latency]
+    for flag, name in (("max_mflops", "mflops"), ("max_params", "mparams"), ("max_peak_kb", "peak_kb")):
+        if getattr(args, flag) is not None:
+            constraints.append(Constraint(cost_metric(name), getattr(args, flag)))
+
+    options = {"population": args.population, "generations": args.generations, "mutate_prob": args.mutate_prob}
+    if args.strategy == "evolution":
+        options |= {"parent_ratio": args.parent_ratio, "mutation_ratio": args.mutation_ratio}
+    if args.strategy == "random":
+        options = {"evaluations": args.evaluations or args.population * (args.generations + 1)}
+    result = search(space, accuracy, constraints, args.strategy, seed=args.seed, top_k=args.top_k,
+                    report=latency + [cost_metric("mflops"), cost_metric("mparams")],
+                    max_evals=args.evaluations if args.strategy != "random" else None, **options)
+    result.extra["tables"] = tables
+    result.extra["predictor"] = str(predictor_path)
+    result.extra["supernet"] = str(args.supernet)
+    if args.verify:
+        from edgenas.search.verify import verify
+
+        result.extra["verify"] = verify(supernet, info, result, args)
+    result.save(args.out)
+    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
+    result.plot(plot)
+    print(result.summary())
+    print(f"wrote {args.out} ({len(result.top)} best{f', {len(result.front)} on the front' if args.strategy == 'nsga2' else ''}) and {plot}")
+    return 0
+
+
+def load_tables(paths: list[str], space):
+    """Latency tables and their metrics; names made unique ("note10", "note10-2")."""
+    from edgenas.latency.table import LatencyTable
+    from edgenas.search import latency_metric
+
+    tables, metrics = {}, []
+    for path in paths:
+        table = LatencyTable.load(path)
+        name = table.name
+        n = 2
+        while name in tables:
+            name, n = f"{table.name}-{n}", n + 1
+        tables[name] = str(path)
+        metrics.append(latency_metric(table, name, space))
+    return tables, metrics

@@ -1,0 +1,135 @@
+"""Accuracy predictor: training quality on a learnable target, files, resumable sharded measurement."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from edgenas.errors import CheckpointError
+from edgenas.search import ArchBatch, Constraint, Metric, cost_metric, search
+from edgenas.search.measure import measure_archs, predictor_sample, read_measurements, subnet_accuracy
+from edgenas.search.predictor import AccuracyPredictor, train_predictor
+from edgenas.space import Arch, decode, encode, load_space, sample_genomes
+
+
+def proxy_accuracy(space, genomes, rng=None):
+    """A documented synthetic target: grows with log MACs, the resolution and the depth, plus noise."""
+    batch = ArchBatch(space, genomes)
+    macs = batch.costs()["macs"] / 1e6
+    depth = np.asarray(space.depths)[genomes[:, 1:1 + len(space.units)]].sum(1)
+    acc = 40 + 6 * np.log(macs) + 0.5 * depth + genomes[:, 0]
+    return acc + (rng.normal(0, 0.2, len(acc)) if rng is not None else 0)
+
+
+def test_predictor_learns_a_proxy_target():
+    space = load_space("mbv3-w1.2")
+    rng = np.random.default_rng(0)
+    genomes = sample_genomes(space, rng, 500)
+    predictor, report = train_predictor(space, genomes, proxy_accuracy(space, genomes, rng), epochs=40, seed=0)
+    assert report.n_test == 100 and report.n_train == 400
+    assert report.spearman > 0.9
+    assert report.rmse < 1.0
+    # The untrained network starting from the mean is much worse: training is what helped.
+    fresh = AccuracyPredictor(space, seed=0)
+    err = fresh.predict_genomes(genomes) - proxy_accuracy(space, genomes)
+    assert np.sqrt(np.mean(err ** 2)) > 3 * report.rmse
+
+
+def test_save_load_round_trip_and_space_check(tmp_path):
+    space = load_space("mbv3-tiny")
+    genomes = sample_genomes(space, np.random.default_rng(1), 50)
+    predictor, report = train_predictor(space, genomes, proxy_accuracy(space, genomes), epochs=5)
+    path = predictor.save(tmp_path / "p.pt")
+    loaded = AccuracyPredictor.load(path, space)
+    np.testing.assert_array_equal(loaded.predict_genomes(genomes), predictor.predict_genomes(genomes))
+    assert loaded.report == report
+    # The metric interface: a plain list of Arch works as well as an ArchBatch.
+    archs = decode(space, genomes[:4])
+    np.testing.assert_allclose(loaded(archs), loaded(ArchBatch(space, genomes[:4])))
+
+    other = space.replace(resolutions=(24, 28))
+    with pytest.raises(CheckpointError, match="built for space mbv3-tiny"):
+        AccuracyPredictor.load(path, other)
+    with pytest.raises(CheckpointError, match="not found"):
+        AccuracyPredictor.load(tmp_path / "missing.pt", space)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError):
+        AccuracyPredictor.load(tmp_path / "junk.pt", space)
+    # No temporary files left beside it (atomic write).
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["junk.pt", "p.pt"]
+
+
+def test_a_predictor_drives_the_search():
+    space = load_space("mbv3-tiny")
+    genomes = sample_genomes(space, np.random.default_rng(2), 200)
+    predictor, _ = train_predictor(space, genomes, proxy_accuracy(space, genomes), epochs=20)
+    acc = Metric("accuracy", predictor, goal="max", unit="%")
+    result = search(space, acc, [Constraint(cost_metric("mflops"), 5.0)], population=20, generations=5)
+    assert result.best["macs"] / 1e6 <= 5.0
+    best = encode(space, [Arch.parse(result.best["arch"], space)])
+    assert result.best["accuracy"] == pytest.approx(predictor.predict_genomes(best)[0])
+
+
+def test_samples_are_spread_over_resolutions():
+    space = load_space("mbv3-w1.2")
+    genomes = predictor_sample(space, 103, seed=0)
+    counts = np.bincount(genomes[:, 0], minlength=len(space.resolutions))
+    assert len(genomes) == 103 and counts.max() - counts.min() <= 1
+    np.testing.assert_array_equal(predictor_sample(space, 103, seed=0), genomes)
+
+
+# ---- measurement ---------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny():
+    """An untrained tiny supernet, a small digits split, and 16 images for BN recalibration."""
+    from edgenas.data import DataConfig, load_dataset
+    from edgenas.supernet.supernet import Supernet
+    from edgenas.train.evaluate import calibration_images
+
+    torch.manual_seed(0)
+    net = Supernet(load_space("mbv3-tiny")).eval()
+    data = load_dataset(DataConfig(name="digits", limit=64, val_fraction=0.05))
+    return net, subnet_accuracy(net, data, calibration_images(data, 16))
+
+
+def test_measurement_resumes_after_a_kill(tiny, tmp_path):
+    net, evaluate = tiny
+    archs = decode(net.space, predictor_sample(net.space, 4, seed=0))
+    log = tmp_path / "m.jsonl"
+    calls = []
+
+    def dies_after_three(arch):
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        calls.append(str(arch))
+        return 10.0 + len(calls)
+
+    with pytest.raises(KeyboardInterrupt):
+        measure_archs(net, archs, dies_after_three, log)
+    assert list(read_measurements(log, net.space)) == [str(a) for a in archs[:3]]
+    with open(log, "a") as f:  # a kill in the middle of a line
+        f.write('{"arch": "r3')
+    done = measure_archs(net, archs, evaluate, log)  # the real evaluation for the rest
+    assert set(done) == {str(a) for a in archs}
+    assert [done[str(a)] for a in archs[:3]] == [11.0, 12.0, 13.0]
+    assert all(0.0 <= done[str(a)] <= 100.0 for a in archs[3:])
+    assert read_measurements(log, net.space) == done
+    assert measure_archs(net, archs, lambda a: pytest.fail("re-measured"), log) == done
+
+    with pytest.raises(CheckpointError, match="space hash"):
+        read_measurements(log, net.space.replace(resolutions=(32,)))
+
+
+def test_ranks_share_the_work(tiny, tmp_path):
+    net, _ = tiny
+    archs = decode(net.space, predictor_sample(net.space, 7, seed=1))
+    log = tmp_path / "m.jsonl"
+    seen = {0: [], 1: []}
+    for rank in (0, 1):
+        measure_archs(net, archs, lambda a, r=rank: seen[r].append(str(a)) or 50.0, log, rank=rank, world_size=2)
+    assert len(seen[0]) == 4 and len(seen[1]) == 3 and not set(seen[0]) & set(seen[1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.jsonl.rank0", "m.jsonl.rank1"]
+    assert set(read_measurements(log, net.space)) == {str(a) for a in archs}
+    header = json.loads((tmp_path / "m.jsonl.rank1").read_text().splitlines()[0])
+    assert header["space_hash"] == net.space.hash

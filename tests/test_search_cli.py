@@ -1,0 +1,162 @@
+"""`edgenas search` and `edgenas predictor build` end to end on a tiny supernet checkpoint."""
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from edgenas.cli import main
+from edgenas.data import DataConfig
+from edgenas.latency.ops import enumerate_ops
+from edgenas.latency.table import LatencyTable, entry
+from edgenas.search import ArchBatch, metric_range, latency_metric
+from edgenas.search.predictor import AccuracyPredictor, train_predictor
+from edgenas.space import Arch, load_space, sample_genomes
+from edgenas.supernet.supernet import Supernet
+from edgenas.train import TrainConfig
+from edgenas.train import checkpoint as ckpt
+
+
+def write_table(space, path, name, scale=1.0):
+    """A latency table for `space` with entries proportional to each layer's MACs."""
+    table = LatencyTable.create(space, name)
+    for op in enumerate_ops(space):
+        ms = scale * (op.macs / 1e6 + 0.01)
+        table.set(op.key, entry(ms, ms, 0.0, 1))
+    return table.save(path)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory):
+    """A tiny supernet checkpoint (untrained), its predictor (beside it) and two latency tables."""
+    d = tmp_path_factory.mktemp("search-cli")
+    torch.manual_seed(0)
+    cfg = TrainConfig(space="mbv3-tiny", data=DataConfig(name="digits", limit=64, val_fraction=0.05))
+    space = load_space("mbv3-tiny")
+    net = Supernet(space)
+    ckpt.save(d / "supernet.pt", ckpt.payload("supernet", cfg, space, net, {"done": True}, {}))
+    genomes = sample_genomes(space, np.random.default_rng(0), 100)
+    macs = ArchBatch(space, genomes).costs()["macs"] / 1e6
+    predictor, _ = train_predictor(space, genomes, 80 + 3 * np.log(macs), epochs=10)
+    predictor.save(d / "supernet.predictor.pt")
+    a = write_table(space, d / "a.yaml", "dev-a")
+    b = write_table(space, d / "b.yaml", "dev-b", scale=0.5)
+    span = metric_range(space, latency_metric(LatencyTable.load(a), space=space))
+    return {"dir": d, "ckpt": d / "supernet.pt", "a": a, "b": b, "space": space, "min": span.minimum,
+            "budget": (span.minimum + span.maximum) / 2}
+
+
+def search(files, *extra, out="r.json"):
+    out = files["dir"] / out
+    args = ["search", "--supernet", str(files["ckpt"]), "--latency-table", str(files["a"]),
+            "--population", "20", "--generations", "5", "--out", str(out), *extra]
+    return main(args), out
+
+
+def test_search_writes_results_and_a_plot(files, capsys):
+    budget = files["budget"]
+    code, out = search(files, "--latency-ms", str(budget), "--max-mflops", "8", "--top-k", "4")
+    assert code == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["format"] == "edgenas-search-results" and data["format_version"] == 1
+    assert data["space"] == {"name": "mbv3-tiny", "hash": files["space"].hash}
+    assert data["budget"] == {"latency_ms": {"dev-a": budget}, "mflops": 8.0}
+    assert data["latency_tables"] == {"dev-a": str(files["a"])}
+    assert 1 <= len(data["top"]) <= 4
+    for e in data["top"]:
+        Arch.parse(e["arch"], files["space"])
+        assert e["latency_ms"]["dev-a"] <= budget and e["macs"] <= 8e6
+        assert {"accuracy", "macs", "params"} <= set(e)
+    best = data["top"][0]
+    assert best["arch"] in printed and f"{best['accuracy']:.2f}" in printed and "MACs" in printed
+    png = out.with_suffix(".png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_same_seed_same_file(files):
+    runs = []
+    for name, seed in (("s1.json", "3"), ("s2.json", "3"), ("s3.json", "4")):
+        code, out = search(files, "--latency-ms", str(files["budget"]), "--seed", seed, "--strategy", "random",
+                           "--evaluations", "300", out=name)
+        data = json.loads(out.read_text())
+        data.pop("seconds")
+        runs.append(data)
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_nsga2_with_two_tables(files):
+    code, out = search(files, "--latency-table", str(files["b"]), "--latency-ms", str(files["budget"]),
+                       "--strategy", "nsga2")
+    assert code == 0
+    data = json.loads(out.read_text())
+    assert set(data["latency_tables"]) == {"dev-a", "dev-b"}
+    assert len(data["front"]) >= 2
+    for e in data["front"]:
+        assert set(e["latency_ms"]) == {"dev-a", "dev-b"} and max(e["latency_ms"].values()) <= files["budget"]
+
+
+def test_infeasible_budget_is_a_one_line_error(files, capsys):
+    code, out = search(files, "--latency-ms", str(files["min"] * 0.5), out="never.json")
+    err = capsys.readouterr().err
+    assert code == 2 and not out.exists()
+    shown = float(re.search(r"smallest achievable is ([0-9.]+) ms", err).group(1))
+    assert files["min"] <= shown <= files["min"] + 0.001
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_predictor_of_another_space_is_refused(files, tmp_path, capsys):
+    other = files["space"].replace(resolutions=(32,))
+    AccuracyPredictor(other).save(tmp_path / "other.pt")
+    code, _ = search(files, "--latency-ms", str(files["budget"]), "--predictor", str(tmp_path / "other.pt"))
+    assert code == 2 and "rebuild it" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_predictor_build_measures_resumably(files, tmp_path, capsys):
+    out = tmp_path / "pred.pt"
+    args = ["predictor", "build", str(files["ckpt"]), "--samples", "5", "--epochs", "2", "--calib-images", "16",
+            "--out", str(out)]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "RMSE" in printed and "Spearman" in printed
+    predictor = AccuracyPredictor.load(out, files["space"])
+    assert predictor.report.n_train == 4 and predictor.report.n_test == 1
+    log = tmp_path / "pred.pt.measured.jsonl"
+    lines = log.read_text().splitlines()
+    assert len(lines) == 1 + 5
+    assert main(args) == 0  # everything is measured: nothing is measured again
+    assert log.read_text().splitlines() == lines
+
+
+@pytest.mark.slow
+def test_verify_reevaluates_and_measures_on_the_device(files, capsys):
+    from conftest import REPO
+
+    code, out = search(files, "--latency-ms", str(files["budget"]), "--verify", "1",
+                       "--device", str(REPO / "device_profiles" / "local-cpu.yaml"), out="verified.json")
+    assert code == 0
+    rows = json.loads(out.read_text())["verify"]
+    assert len(rows) == 1
+    row = rows[0]
+    assert row["arch"] == json.loads(out.read_text())["top"][0]["arch"]
+    assert 0.0 <= row["accuracy"] <= 100.0 and row["measured_latency_ms"] > 0
+    assert set(row["predicted_latency_ms"]) == {"dev-a"}
+    assert "accuracy predicted" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_predictor_build_under_torchrun_shares_the_work(files, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "pred.pt"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "edgenas", "predictor", "build",
+           str(files["ckpt"]), "--samples", "6", "--epochs", "2", "--calib-images", "16", "--out", str(out)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("wrote") == 1  # only rank 0 trains and saves
+    shards = [tmp_path / f"pred.pt.measured.jsonl.rank{r}" for r in (0, 1)]
+    assert [len(p.read_text().splitlines()) - 1 for p in shards] == [3, 3]
+    assert AccuracyPredictor.load(out, files["space"]).report.n_train == 5
