@@ -91,6 +91,12 @@ def _convert(state_dict, space: SearchSpace, expected: Mapping[str, torch.Tensor
         state_dict = state_dict["state_dict"]
     if not isinstance(state_dict, Mapping) or not all(isinstance(v, torch.Tensor) for v in state_dict.values()):
         raise CheckpointError("an OFA checkpoint must be a state dict of tensors or a dict with one under 'state_dict'")
+    blocks = {int(m.group(1)) for m in map(_BLOCK_KEY.match, map(_canonical, state_dict)) if m}
+    if blocks and max(blocks) != len(space.units) * space.max_depth:
+        raise CheckpointError(
+            f"the checkpoint has {max(blocks)} elastic blocks but space '{space.name}' has {len(space.units)} units "
+            f"of up to {space.max_depth} blocks ({len(space.units) * space.max_depth}); its depth list differs"
+        )
     out: dict[str, torch.Tensor] = {}
     for key, value in state_dict.items():
         name = _our_name(_canonical(key), space.max_depth)
@@ -109,15 +115,16 @@ def _convert(state_dict, space: SearchSpace, expected: Mapping[str, torch.Tensor
                 f"search space or number of classes"
             )
         out[name] = value
-    for name, tensor in expected.items():
-        if name not in out:
-            if name.endswith("num_batches_tracked"):
-                out[name] = torch.zeros((), dtype=tensor.dtype)
-                continue
-            raise CheckpointError(
-                f"the checkpoint lacks '{name}' of space '{space.name}' (and {sum(n not in out for n in expected) - 1} "
-                f"more); it is not a complete OFA-MobileNetV3 supernet of this space"
-            )
+    for name, tensor in expected.items():  # old checkpoints lack the BatchNorm step counters
+        if name not in out and name.endswith("num_batches_tracked"):
+            out[name] = torch.zeros((), dtype=tensor.dtype)
+    missing = [name for name in expected if name not in out]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise CheckpointError(
+            f"the checkpoint lacks '{missing[0]}' of space '{space.name}'{more}; "
+            f"it is not a complete OFA-MobileNetV3 supernet of this space"
+        )
     return out
 
 
@@ -131,7 +138,8 @@ def load_ofa_checkpoint(path: str | Path, space: SearchSpace | str) -> Supernet:
         # weights_only: a checkpoint from the internet must not run code while it is read
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read OFA checkpoint {path} as a torch file of tensors: {exc}") from exc
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot read OFA checkpoint {path} as a torch file of tensors: {reason}") from exc
     net = Supernet(space)
     net.load_state_dict(_convert(checkpoint, net.space, net.state_dict()))
     return net
