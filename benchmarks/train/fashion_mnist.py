@@ -1,0 +1,189 @@
+"""Fashion-MNIST benchmark: progressive shrinking on mbv3-tiny, then inherited vs from-scratch subnets.
+
+    python benchmarks/train/fashion_mnist.py                     # the whole benchmark (many hours, see README)
+    python benchmarks/train/fashion_mnist.py --stage train       # only the supernet (about 2 hours)
+    python benchmarks/train/fashion_mnist.py --quick             # a tiny slice, to check that it all works
+
+Stages (each resumable: run the same command again after a stop):
+  train      `edgenas train configs/fashion-mnist-tiny.yaml --out OUT/supernet`
+  inherited  test accuracy of the largest, the smallest and N random subnets of the last phase, with
+             weights inherited from the supernet and BatchNorm recalibrated on 2000 training images
+  scratch    each of the N random subnets trained alone from scratch (`schedule.phases.0.arch`) for as
+             many epochs as the whole progressive-shrinking schedule, same data, optimiser and evaluation
+  report     OUT/report.json and OUT/report.md; checks largest >= 94%, smallest >= 91% and
+             |inherited - scratch| <= 0.5 pp per subnet
+
+--quick runs every stage on a slice (data.limit, a few steps per epoch, 1000 test images) and prints
+an estimate of the full run's duration from the measured throughput of each phase.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+
+from edgenas.data import TensorSplit, load_dataset  # noqa: E402
+from edgenas.space import Arch, load_space  # noqa: E402
+from edgenas.train import PhaseSampler, evaluate_archs, load_config, load_supernet  # noqa: E402
+
+CONFIG = REPO / "configs" / "fashion-mnist-tiny.yaml"
+QUICK = ["data.limit=1024", "data.val_fraction=0.005", "train.steps_per_epoch=6", "train.val_bn_images=64",
+         "train.bn_recal_images=64", "train.test_at_end=false"]
+
+
+def edgenas_train(config: Path, out: Path, overrides: list[str], procs: int = 1) -> None:
+    """`edgenas train` (under torchrun with `procs` > 1), resumed when `out` holds a stopped run,
+    skipped when it is finished."""
+    if (out / "supernet.pt").is_file():
+        print(f"{out}: already trained")
+        return
+    launcher = [sys.executable] if procs == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs)]
+    cmd = launcher + ["-m", "edgenas", "train", str(config), "--out", str(out), "--no-progress"]
+    if (out / "checkpoint.pt").is_file():
+        cmd.append("--resume")
+    for o in overrides:
+        cmd += ["--set", o]
+    print("$", " ".join(cmd[1:]), flush=True)
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+
+
+def test_dataset(cfg, limit: int | None):
+    ds = load_dataset(cfg.data)
+    if limit:
+        t = ds.test
+        ds = dataclasses.replace(ds, test=TensorSplit(t.pixels[:limit], t.labels[:limit].numpy(), t.mean, t.std))
+    return ds
+
+
+def evaluate(run: Path, archs: list[Arch], limit: int | None) -> list[dict]:
+    net, info = load_supernet(run / "supernet.pt")
+    ds = test_dataset(info.config, limit)
+    results = evaluate_archs(net, archs, ds, "test", bn_images=info.config.train.bn_recal_images, seed=0)
+    return [r.to_dict() for r in results]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", type=Path, default=CONFIG)
+    ap.add_argument("--out", type=Path, default=HERE / "out" / "fashion")
+    ap.add_argument("--stage", choices=["all", "train", "inherited", "scratch", "report"], default="all")
+    ap.add_argument("--subnets", type=int, default=10, help="random subnets compared with from-scratch training")
+    ap.add_argument("--scratch-epochs", type=int, default=None, help="default: the schedule's total epochs")
+    ap.add_argument("--quick", action="store_true", help="a tiny slice of everything, plus a duration estimate")
+    ap.add_argument("--procs", type=int, default=2,
+                    help="training processes (torchrun, one thread each; default 2, one per core)")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
+    args = ap.parse_args()
+    out = args.out if not args.quick else args.out.with_name(args.out.name + "-quick")
+    overrides = args.overrides
+    if args.quick:  # one short epoch per phase
+        n = len(load_config(args.config, overrides).schedule.phases)
+        overrides = QUICK + [f"schedule.phases.{i}.epochs=1" for i in range(n)] + overrides
+    cfg = load_config(args.config, overrides)
+    if args.quick:
+        args.subnets = min(args.subnets, 2)
+    test_limit = 1000 if args.quick else None
+    total_epochs = sum(p.epochs for p in cfg.schedule.phases)
+    scratch_epochs = args.scratch_epochs or (1 if args.quick else total_epochs)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = ["train", "inherited", "scratch", "report"] if args.stage == "all" else [args.stage]
+    started = time.perf_counter()
+
+    last = PhaseSampler(load_space(cfg.space), cfg.schedule.phases[-1])
+    rng = np.random.default_rng(2024)
+    randoms = [last.random(rng) for _ in range(args.subnets)]
+
+    if "train" in stages:
+        edgenas_train(args.config, out / "supernet", overrides, args.procs)
+    if "inherited" in stages:
+        rows = evaluate(out / "supernet", [last.largest(), last.smallest()] + randoms, test_limit)
+        (out / "inherited.json").write_text(json.dumps(rows, indent=2))
+        print(f"inherited: largest {100 * rows[0]['accuracy']:.2f}%, smallest {100 * rows[1]['accuracy']:.2f}%")
+    if "scratch" in stages:
+        rows = []
+        for i, arch in enumerate(randoms):
+            phase = (f"schedule.phases=[{{name: scratch, epochs: {scratch_epochs}, lr: {cfg.schedule.phases[0].lr}, "
+                     f"warmup_epochs: {min(cfg.schedule.phases[0].warmup_epochs, scratch_epochs)}, arch: '{arch}'}}]")
+            run = out / f"scratch-{i}"
+            edgenas_train(args.config, run, overrides + [phase, "train.test_at_end=false"], args.procs)
+            rows += evaluate(run, [arch], test_limit)
+        (out / "scratch.json").write_text(json.dumps(rows, indent=2))
+    if "report" in stages:
+        report(out, cfg, scratch_epochs)
+    if args.quick:
+        estimate(out / "supernet", cfg, args.config, scratch_epochs, args.subnets, time.perf_counter() - started, args.procs)
+    return 0
+
+
+def report(out: Path, cfg, scratch_epochs: int) -> None:
+    inherited = json.loads((out / "inherited.json").read_text())
+    scratch = json.loads((out / "scratch.json").read_text()) if (out / "scratch.json").is_file() else []
+    largest, smallest, randoms = inherited[0], inherited[1], inherited[2:]
+    pairs = [(a, b) for a, b in zip(randoms, scratch) if a["arch"] == b["arch"]]
+    gaps = [100 * (a["accuracy"] - b["accuracy"]) for a, b in pairs]
+    log = [json.loads(x) for x in (out / "supernet" / "train_log.jsonl").read_text().splitlines()]
+    seconds = sum(r["seconds"] for r in log if r["event"] == "phase")
+    doc = {
+        "largest": largest, "smallest": smallest, "train_seconds": round(seconds, 1),
+        "scratch_epochs": scratch_epochs,
+        "subnets": [{"arch": a["arch"], "macs": a["macs"], "inherited": a["accuracy"], "scratch": b["accuracy"],
+                     "gap_pp": round(g, 2)} for (a, b), g in zip(pairs, gaps)],
+        "checks": {"largest >= 94%": largest["accuracy"] >= 0.94, "smallest >= 91%": smallest["accuracy"] >= 0.91,
+                   "train <= 2 h": seconds <= 7200,
+                   "inherited within 0.5 pp of scratch": bool(pairs) and all(abs(g) <= 0.5 for g in gaps)},
+    }
+    (out / "report.json").write_text(json.dumps(doc, indent=2))
+    lines = [f"# Fashion-MNIST, mbv3-tiny, progressive shrinking ({seconds / 60:.0f} min of training)", "",
+             f"largest {largest['arch']}: {100 * largest['accuracy']:.2f}%  ",
+             f"smallest {smallest['arch']}: {100 * smallest['accuracy']:.2f}%", "",
+             "| subnet | MMACs | inherited | scratch | gap (pp) |", "|---|---:|---:|---:|---:|"]
+    lines += [f"| `{s['arch']}` | {s['macs'] / 1e6:.1f} | {100 * s['inherited']:.2f}% | {100 * s['scratch']:.2f}% | {s['gap_pp']:+.2f} |"
+              for s in doc["subnets"]]
+    lines += ["", *(f"- {k}: {'yes' if v else 'NO'}" for k, v in doc["checks"].items())]
+    (out / "report.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+def estimate(run: Path, cfg, config_path: Path, scratch_epochs: int, subnets: int, quick_seconds: float,
+             procs: int) -> None:
+    """Scale the quick run's measured images/s per phase to the full dataset and schedule (images/s in
+    the log count all processes)."""
+    full = load_config(config_path)
+    ds = load_dataset(full.data)
+    n_train, n_val, n_test = len(ds.train), len(ds.val), len(ds.test)
+    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
+    rates = {r["phase"]: r["images_per_s"] for r in log if r["event"] == "epoch"}
+    train_s = sum(p.epochs * n_train / rates[p.name] for p in full.schedule.phases)
+    # Evaluation is forward-only, about 3x the training rate of the full network: 2 subnets per phase end,
+    # then the final test and the inherited evaluation of 2 + 10 subnets (each with its BN recalibration).
+    fwd_rate = 3 * rates[full.schedule.phases[0].name] / procs  # evaluation runs in one process
+    t = full.train
+    eval_s = (len(full.schedule.phases) * 2 * (t.val_bn_images + n_val) + 14 * (t.bn_recal_images + n_test)) / fwd_rate
+    epochs = sum(p.epochs for p in full.schedule.phases)
+    scratch_rates = []
+    for i in range(subnets):
+        slog = run.parent / f"scratch-{i}" / "train_log.jsonl"
+        if slog.is_file():
+            scratch_rates += [r["images_per_s"] for r in map(json.loads, slog.read_text().splitlines()) if r["event"] == "epoch"]
+    print(f"\nquick run ({procs} process(es)): {quick_seconds:.0f} s; training images/s per phase: {rates}")
+    print(f"estimate on this machine: supernet training {train_s / 3600:.2f} h, evaluation {eval_s / 60:.0f} min")
+    if scratch_rates:
+        scratch_s = 10 * epochs * n_train / float(np.mean(scratch_rates))
+        print(f"estimate: 10 random subnets from scratch, {epochs} epochs each: {scratch_s / 3600:.1f} h")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,124 @@
+"""Checkpoints: everything needed to resume a run exactly, or to use its supernet.
+
+A run directory holds `checkpoint.pt` (rewritten atomically at every epoch and phase boundary and
+when a run is stopped) and, at the end, `supernet.pt` (the final weights without optimiser state).
+Both are dicts written with `torch.save` and read with `weights_only=True`:
+
+    format, format_version, kind ("checkpoint" | "supernet"), edgenas_version,
+    config (TrainConfig as a dict, data config included), space (dict), space_hash,
+    model (supernet state dict), progress (phase, epoch, step, ...), metrics (best, last, final),
+    train_state (checkpoint only: optimizer, scheduler, RNG states, teacher, partial epoch sums)
+
+Search, predictors and export use `load_supernet(path)`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from edgenas import __version__
+from edgenas.data import DataConfig
+from edgenas.errors import CheckpointError, ConfigError
+from edgenas.io import atomic_torch_save
+from edgenas.space import SearchSpace, load_space
+from edgenas.supernet import Supernet
+from edgenas.train.config import TrainConfig
+
+FORMAT = "edgenas-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.pt"  # the resumable checkpoint in a run directory
+SUPERNET_NAME = "supernet.pt"  # the final supernet in a run directory
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path  # the file this came from
+    kind: str  # "checkpoint" (resumable) or "supernet" (final weights only)
+    config: TrainConfig  # the training config, data config included
+    space: SearchSpace  # the space the weights belong to (classes adapted to the dataset)
+    edgenas_version: str  # the edgenas version that wrote the file
+    progress: dict[str, Any]  # phase (index), phase_name, epoch, step, global_step, done
+    metrics: dict[str, Any]  # "last" and "best" validation, "final" test metrics (when known)
+
+    @property
+    def data(self) -> DataConfig:
+        return self.config.data
+
+
+def payload(kind: str, config: TrainConfig, space: SearchSpace, model: torch.nn.Module, progress: dict,
+            metrics: dict, train_state: dict | None = None) -> dict[str, Any]:
+    out = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "edgenas_version": __version__,
+        "config": config.to_dict(), "space": space.to_dict(), "space_hash": space.hash,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "progress": dict(progress), "metrics": metrics,
+    }
+    if train_state is not None:
+        out["train_state"] = train_state
+    return out
+
+
+def save(path: str | Path, data: dict[str, Any]) -> Path:
+    return atomic_torch_save(path, data)
+
+
+def read(path: str | Path) -> tuple[dict[str, Any], CheckpointInfo]:
+    """The raw checkpoint dict and its parsed info; CheckpointError if it is missing, corrupt or foreign."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        for name in (SUPERNET_NAME, CHECKPOINT_NAME):
+            if (path / name).is_file():
+                path = path / name
+                break
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: give a run directory or its supernet.pt / checkpoint.pt")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated zip, bad pickle, not a torch file at all ...
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated file: {reason[:200]})") from None
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise CheckpointError(f"{path} is not an edgenas checkpoint (it has no '{FORMAT}' format marker)")
+    if data.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(f"{path} was written by a newer edgenas ({data.get('edgenas_version')}); upgrade edgenas to read it")
+    try:
+        space = SearchSpace.from_dict(data["space"], source=str(path))
+        config = TrainConfig.from_dict(data["config"], source=f"{path} (config)")
+        info = CheckpointInfo(path, data["kind"], config, space, data["edgenas_version"], data["progress"], data["metrics"])
+        _ = data["model"]
+    except (KeyError, TypeError, ConfigError) as exc:
+        raise CheckpointError(f"{path} is a damaged edgenas checkpoint ({exc})") from None
+    if space.hash != data.get("space_hash"):
+        raise CheckpointError(f"{path} is damaged: its space does not match its recorded space hash {data.get('space_hash')}")
+    return data, info
+
+
+def check_space(info: CheckpointInfo, expected: SearchSpace | str) -> None:
+    """CheckpointError unless the checkpoint belongs to `expected` (a space or preset name/path)."""
+    expected = load_space(expected)
+    if expected.num_classes != info.space.num_classes:  # the classifier follows the dataset
+        expected = expected.replace(num_classes=info.space.num_classes)
+    if expected.hash != info.space.hash:
+        raise CheckpointError(
+            f"{info.path} belongs to space {info.space.name} (hash {info.space.hash}), not to {expected.name} "
+            f"(hash {expected.hash}); use a checkpoint trained on that space, or the space it was trained on"
+        )
+
+
+def load_supernet(path: str | Path, device: str | torch.device = "cpu",
+                  space: SearchSpace | str | None = None) -> tuple[Supernet, CheckpointInfo]:
+    """The supernet stored in `path` (a checkpoint, a supernet.pt or a run directory), in eval mode
+    on `device`, and its info. With `space`, a checkpoint of another space is a CheckpointError."""
+    data, info = read(path)
+    if space is not None:
+        check_space(info, space)
+    net = Supernet(info.space, dropout=info.config.train.dropout)
+    try:
+        net.load_state_dict(data["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{info.path} is damaged: its weights do not fit space {info.space.name} "
+                              f"({str(exc).splitlines()[0][:200]})") from None
+    return net.to(device).eval(), info
