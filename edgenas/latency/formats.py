@@ -53,9 +53,11 @@ class OnnxFormat:
             return export_onnx(net, input_shape, path)
 
     def describe(self) -> dict:
-        from edgenas.latency.onnx_ops import OPSET
+        from edgenas.latency.onnx_ops import OPSET, deployed_spelling
 
-        return {"format": "onnx", "opset": OPSET, "ops": "onnx.helper graphs equal to torch.onnx.export of each layer (BN folded)",
+        spelling = "edgenas.export.graph.deployable" if deployed_spelling() else "edgenas.nn.static"
+        return {"format": "onnx", "opset": OPSET, "graph": spelling,
+                "ops": "onnx.helper graphs equal to exporting each layer (BN folded), weights made in-graph",
                 "networks": "torch.onnx.export(dynamo=False)"}
 
 

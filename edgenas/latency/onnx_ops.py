@@ -1,15 +1,22 @@
 """Single-op ONNX models written directly with `onnx.helper`, and whole-net ONNX export.
 
-Why not `torch.onnx.export` for every op: it costs 50-250 ms per op here (tracing and graph
-passes), about a minute for a five-resolution table, while writing the graph directly costs a
-few milliseconds. The graphs below are the ones `torch.onnx.export(build_op(op).eval(),
-opset_version=17, dynamo=False)` produces for the same layer (BatchNorm folded into the conv
-bias, the same node types and attributes); `tests/test_latency_ops.py` checks that they run the
-same nodes and, with the same weights, give the same outputs. Weights are random (seeded):
-latency does not depend on their values, only their shapes.
+A latency table must time the graph a user deploys. `export_onnx(net)` is that path: the net is
+rewritten for inference by `edgenas.export.graph.deployable` (BN folded, the SE gate as
+relu6 * 1/6, pooling as GlobalAveragePool) when that module is present, then exported with
+`torch.onnx.export(opset 17, dynamo=False)`.
 
-Whole subnets (calibration and validation) go through `torch.onnx.export`, the path a user's
-exported model takes.
+Single ops do not go through `torch.onnx.export`: it costs 50-250 ms per op here (tracing and
+graph passes), a minute or more for a five-resolution table, while writing the graph directly
+costs about a millisecond. `op_graph(op)` writes the graph that exporting the layer through the
+same path gives (same nodes, attributes and constants); `tests/test_latency_ops.py` checks that
+node for node and that, given the same weights, the outputs are equal.
+
+Latency does not depend on the weights' values, only on their shapes, so by default a weight is
+not stored but made by a `ConstantOfShape` node, which onnxruntime folds into an ordinary
+initializer when it loads the model (before it pre-packs conv weights): the optimized graph and
+the timing are those of the model with stored weights, but the file is ~1 KB instead of up to
+5 MB. That matters when hundreds of op models go to a device over a slow link (a full mbv3-w1.0
+table is ~220 MB of weights). `weights="random"` stores seeded random weights instead.
 """
 from __future__ import annotations
 
@@ -26,23 +33,48 @@ OPSET = 17
 INPUT, OUTPUT = "x", "y"
 
 
+def deployed_spelling() -> bool:
+    """Whether exported nets go through `edgenas.export.graph.deployable` (present in this install)."""
+    try:
+        from edgenas.export.graph import deployable  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 class _Graph:
     """A tiny graph writer: fresh tensor names, initializers, nodes."""
 
-    def __init__(self, helper, rng: np.random.Generator):
-        self.h, self.rng = helper, rng
+    def __init__(self, helper, rng: np.random.Generator, weights: str):
+        if weights not in ("constant", "random"):
+            raise ValueError(f"weights must be 'constant' or 'random', got {weights!r}")
+        self.h, self.rng, self.weights = helper, rng, weights
         self.nodes, self.inits, self.n = [], [], 0
+        self.makers = []  # ConstantOfShape nodes, placed before the layer's nodes
 
     def name(self, base: str) -> str:
         self.n += 1
         return f"{base}_{self.n}"
 
+    def scalar(self, value: float) -> str:
+        from onnx import numpy_helper
+
+        name = self.name("c")
+        self.inits.append(numpy_helper.from_array(np.array(value, np.float32), name))
+        return name
+
     def weight(self, shape: tuple[int, ...], fan_in: int) -> str:
         from onnx import numpy_helper
 
         name = self.name("w")
-        w = (self.rng.standard_normal(shape) * np.sqrt(2.0 / max(fan_in, 1))).astype(np.float32)
-        self.inits.append(numpy_helper.from_array(w, name))
+        scale = np.sqrt(2.0 / max(fan_in, 1))
+        if self.weights == "random":
+            w = (self.rng.standard_normal(shape) * scale).astype(np.float32)
+            self.inits.append(numpy_helper.from_array(w, name))
+        else:
+            self.inits.append(numpy_helper.from_array(np.array(shape, np.int64), name + "_shape"))
+            value = numpy_helper.from_array(np.array([scale / 4], np.float32))
+            self.makers.append(self.h.make_node("ConstantOfShape", [name + "_shape"], [name], value=value))
         return name
 
     def node(self, op_type: str, inputs: list[str], **attrs) -> str:
@@ -64,12 +96,29 @@ class _Graph:
             return self.node("HardSwish", [x])
         return x
 
+    def pool(self, x: str, deployed: bool) -> str:
+        if deployed:
+            return self.node("GlobalAveragePool", [x])
+        return self.node("ReduceMean", [x], axes=[2, 3], keepdims=1)
 
-def op_graph(op: OpSpec, seed: int = 0):
-    """The ONNX model (opset 17, batch 1, input 'x', output 'y') of one layer."""
+    def gate(self, x: str, deployed: bool) -> str:
+        """hardsigmoid; the deployed spelling is relu6(x) * 1/6 with the +3 in the conv bias."""
+        if deployed:
+            clipped = self.node("Clip", [x, self.scalar(0.0), self.scalar(6.0)])
+            return self.node("Mul", [clipped, self.scalar(1.0 / 6.0)])
+        return self.node("HardSigmoid", [x], alpha=1.0 / 6)
+
+
+def op_graph(op: OpSpec, weights: str = "constant", deployed: bool | None = None, seed: int = 0):
+    """The ONNX model (opset 17, batch 1, input 'x', output 'y') of one layer.
+
+    `weights` is "constant" (made in the graph, see the module docstring) or "random" (stored,
+    seeded); `deployed` picks the spelling of `edgenas.export.graph.deployable` (default: when
+    that module is present, as `export_onnx` does)."""
     onnx = require("onnx", "onnx")
     h = onnx.helper
-    g = _Graph(h, np.random.default_rng(seed))
+    deployed = deployed_spelling() if deployed is None else deployed
+    g = _Graph(h, np.random.default_rng(seed), weights)
     x = INPUT
     if op.kind in ("stem", "final_expand"):
         y = g.act(g.conv(x, op.in_ch, op.out_ch, op.kernel, op.stride), op.act)
@@ -78,15 +127,13 @@ def op_graph(op: OpSpec, seed: int = 0):
         y = g.act(g.conv(x, op.in_ch, m), op.act) if op.expand_conv else x
         y = g.act(g.conv(y, m, m, op.kernel, op.stride, groups=m), op.act)
         if op.se_ch:
-            s = g.node("ReduceMean", [y], axes=[2, 3], keepdims=1)
-            s = g.node("Relu", [g.conv(s, m, op.se_ch)])
-            s = g.node("HardSigmoid", [g.conv(s, op.se_ch, m)], alpha=1.0 / 6)
-            y = g.node("Mul", [y, s])
+            s = g.node("Relu", [g.conv(g.pool(y, deployed), m, op.se_ch)])
+            y = g.node("Mul", [y, g.gate(g.conv(s, op.se_ch, m), deployed)])
         y = g.conv(y, m, op.out_ch)
         if op.residual:
             y = g.node("Add", [x, y])
     elif op.kind == "pool":
-        y = g.node("ReduceMean", [x], axes=[2, 3], keepdims=1)
+        y = g.pool(x, deployed)
     elif op.kind == "feature_mix":
         y = g.act(g.conv(x, op.in_ch, op.out_ch, bias=False), op.act)
     elif op.kind == "classifier":
@@ -98,7 +145,8 @@ def op_graph(op: OpSpec, seed: int = 0):
     g.nodes[-1].output[0] = OUTPUT
     out_shape = [1, op.out_ch] if op.kind == "classifier" else [1, op.out_ch, op.out_size, op.out_size]
     graph = h.make_graph(
-        g.nodes, "op", [h.make_tensor_value_info(INPUT, onnx.TensorProto.FLOAT, [1, op.in_ch, op.in_size, op.in_size])],
+        g.makers + g.nodes, "op",
+        [h.make_tensor_value_info(INPUT, onnx.TensorProto.FLOAT, [1, op.in_ch, op.in_size, op.in_size])],
         [h.make_tensor_value_info(OUTPUT, onnx.TensorProto.FLOAT, out_shape)], initializer=g.inits,
     )
     model = h.make_model(graph, opset_imports=[h.make_opsetid("", OPSET)], producer_name="edgenas")
@@ -113,13 +161,18 @@ def write_op_onnx(op: OpSpec, path: str | Path) -> Path:
     return path
 
 
-def export_onnx(module, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    """`torch.onnx.export` a module in eval mode (opset 17, TorchScript exporter, BN folded)."""
+def export_onnx(module, input_shape: tuple[int, ...], path: str | Path, deployed: bool | None = None) -> Path:
+    """Export a module as a user's model is exported: rewritten by `deployable` (when present and
+    `deployed` is not False), then `torch.onnx.export` (opset 17, TorchScript exporter)."""
     import torch
 
     require("onnx", "onnx")
     path = Path(path)
     module = module.eval()
+    if deployed_spelling() if deployed is None else deployed:
+        from edgenas.export.graph import deployable
+
+        module = deployable(torch.nn.Sequential(module))  # a container, so a top-level layer is rewritten too
     buf = io.BytesIO()
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")

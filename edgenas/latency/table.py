@@ -62,7 +62,7 @@ class Calibration:
         predict(arch) = scale * sum over layers of max(entry - overhead_ms, 0) + offset_ms
 
     - overhead_ms: the per-call cost every isolated measurement contains (feeding the input,
-      fetching the output, the runtime's dispatch), measured on an Identity model; a whole
+      fetching the output, the runtime's dispatch), measured on a one-ReLU model; a whole
       network pays it once, not once per layer, so it is subtracted from each layer.
     - scale, offset_ms: a least-squares line (relative error) from the summed layers to the
       measured latency of a few whole calibration subnets, absorbing what isolated layers do not
@@ -115,6 +115,7 @@ class LatencyTable:
         self.ops: dict[str, dict] = dict(ops or {})
         self.path = Path(path) if path is not None else None
         self._predictors: dict[str, LatencyPredictor] = {}
+        self._space: SearchSpace | None = None  # resolved and checked once
 
     # ---- creating, loading, saving ---------------------------------------------------------
     @classmethod
@@ -221,6 +222,11 @@ class LatencyTable:
         self.ops[key] = e
         self._predictors.clear()
 
+    def update_calibration(self, **fields) -> None:
+        """Change `header.calibration` (predictors built before are dropped)."""
+        self.header.setdefault("calibration", {}).update(fields)
+        self._predictors.clear()
+
     def __contains__(self, key: str) -> bool:
         return key in self.ops
 
@@ -244,6 +250,10 @@ class LatencyTable:
     def space(self, space: SearchSpace | str | None = None) -> SearchSpace:
         """The table's space (from the header), or `space` after checking it is the same one."""
         info = self.header.get("space") or {}
+        if space is None and self._space is not None:
+            return self._space
+        if isinstance(space, SearchSpace) and self._space is not None and space.hash == self._space.hash:
+            return space
         if space is None:
             if "definition" in info:
                 space = SearchSpace.from_dict(info["definition"], source=f"{self.name} header")
@@ -257,6 +267,7 @@ class LatencyTable:
                 f"latency table {self.name} was built for space {info.get('name')} (hash {info.get('hash')}), "
                 f"not {space.name} (hash {space.hash}); profile this space or pass the right table"
             )
+        self._space = space
         return space
 
     def breakdown(self, arch: Arch, space: SearchSpace | str | None = None) -> list[tuple[str, float]]:
@@ -318,17 +329,20 @@ class LatencyPredictor:
                         slot[ri, s, ki, ei] = get(block_variant(space, op, k, e).key)
         self.slot = slot.reshape(-1)
         self._slot_base = np.arange(ns) * nk * ne  # flat offset of each slot within a resolution
-        self._res_stride, self._ne = ns * nk * ne, ne
-        self._depths = np.asarray(space.depths)
-        self._pos = g._slot_pos
-        self._unit = g._slot_unit
+        self._res_base = np.arange(nr) * ns * nk * ne
+        self._ne = ne
+        # [depth index, position in unit] -> is that block active
+        self._active = np.arange(space.max_depth)[None, :] < np.asarray(space.depths)[:, None]
 
     def raw(self, genomes: np.ndarray) -> np.ndarray:
         g = self.genome
         genomes = np.asarray(genomes)
         res = genomes[:, 0]
-        idx = (res * self._res_stride)[:, None] + self._slot_base + genomes[:, g.kernel] * self._ne + genomes[:, g.expand]
-        active = self._pos < self._depths[genomes[:, g.depth]][:, self._unit]
+        idx = genomes[:, g.kernel] * self._ne  # flat index into self.slot, built in place
+        idx += genomes[:, g.expand]
+        idx += self._slot_base
+        idx += self._res_base[res][:, None]
+        active = self._active[genomes[:, g.depth]].reshape(len(genomes), -1)
         out = self.fixed[res] + (self.slot[idx] * active).sum(1)
         if np.isnan(out).any():
             # Name the first missing key through the scalar path (it raises MissingKeyError). NaN * 0

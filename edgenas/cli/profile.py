@@ -1,0 +1,92 @@
+"""`edgenas profile`: build a device's latency table for a search space, and check it.
+
+    edgenas profile device_profiles/local-cpu.yaml --space mbv3-tiny
+    edgenas profile device_profiles/local-cpu.yaml --space mbv3-w1.0 --resolutions 160 176 192 208 224 --validate 100
+    edgenas profile pi4.yaml jetson.yaml --space mbv3-w1.0          # several devices in parallel
+
+Rerunning a command measures only what its table still lacks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger("edgenas.profile")
+
+
+def add_parser(subparsers) -> None:
+    from edgenas.cli import add_common
+
+    p = subparsers.add_parser(
+        "profile", help="measure a device's latency lookup table for a search space",
+        description="Measure every distinct layer of the space's subnets on each device (resuming a partial "
+                    "table), calibrate on a few whole subnets, and optionally validate against N random "
+                    "subnets measured end to end.",
+    )
+    add_common(p)
+    p.add_argument("profiles", metavar="PROFILE", nargs="+", help="device profile YAML (or a name in device_profiles/)")
+    p.add_argument("--space", required=True, help="search space preset name or YAML file")
+    p.add_argument("--resolutions", type=int, nargs="+", metavar="R", help="only these input resolutions (default: all of the space's)")
+    p.add_argument("--out", type=Path, help="table file (one profile only); default latency_tables/<profile key>-<space>.yaml")
+    p.add_argument("--out-dir", type=Path, default=Path("latency_tables"), help="directory for default table names")
+    p.add_argument("--validate", type=int, default=0, metavar="N", help="then measure N random subnets end to end and report the accuracy")
+    p.add_argument("--plot", type=Path, help="validation scatter plot PNG (default: beside the table)")
+    p.add_argument("--calibrate", type=int, default=8, metavar="K", help="whole subnets measured to calibrate the table (0: none)")
+    p.add_argument("--warmup", type=int, help="untimed runs per model (default: the profile's)")
+    p.add_argument("--runs", type=int, help="timed runs per model (default: the profile's)")
+    p.add_argument("--chunk-size", type=int, default=100, help="models uploaded and measured per agent run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration and validation subnets")
+    p.add_argument("--json", action="store_true", help="print one JSON report per device on stdout")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edgenas.device import load_profile
+    from edgenas.errors import EdgeNASError
+    from edgenas.latency import default_table_path, profile_many, validate_table
+    from edgenas.space import load_space
+
+    if args.out is not None and len(args.profiles) > 1:
+        raise EdgeNASError("--out names one table; with several profiles use --out-dir (tables are named by profile key)")
+    for flag in ("validate", "calibrate", "chunk_size"):
+        if getattr(args, flag) < (1 if flag == "chunk_size" else 0):
+            raise EdgeNASError(f"--{flag.replace('_', '-')} must be {'at least 1' if flag == 'chunk_size' else 'zero or more'}")
+    space = load_space(args.space)
+    profiles = [load_profile(p) for p in args.profiles]
+    outs = [args.out] if args.out else [default_table_path(p, space, args.out_dir) for p in profiles]
+    progress = not getattr(args, "quiet", False)
+    reports = profile_many(profiles, space, outs=outs, resolutions=args.resolutions, calibrate=args.calibrate,
+                           seed=args.seed, warmup=args.warmup, runs=args.runs, chunk_size=args.chunk_size,
+                           progress=progress)
+    status, errors = 0, []
+    for profile, report in zip(profiles, reports):
+        if isinstance(report, BaseException):
+            if len(profiles) == 1:
+                raise report
+            errors.append(f"{profile.name}: {report}")
+            continue
+        out = report.to_dict()
+        log.info("%s: %s: %d measured, %d reused, %d failed in %.0f s", profile.name, report.path, len(report.measured),
+                 report.reused, len(report.failed), report.seconds)
+        cal = report.table.calibration
+        log.info("%s: calibration: overhead %.4f ms per op, scale %.3f, offset %.3f ms", profile.name,
+                 cal.overhead_ms, cal.scale, cal.offset_ms)
+        if report.failed:
+            status = 1
+            for key, err in report.failed.items():
+                log.warning("%s: failed %s: %s", profile.name, key, err)
+        elif args.validate:
+            plot = args.plot if args.plot and len(profiles) == 1 else report.path.with_suffix(".validation.png")
+            v = validate_table(report.table, profile, args.validate, seed=args.seed, plot=plot, progress=progress)
+            out["validation"] = v.to_dict()
+            log.info("%s: validation: %s; plot %s", profile.name, v.summary(), v.plot)
+        if args.json:
+            print(json.dumps(out))
+    if errors:
+        for e in errors:
+            print(f"edgenas: error: {e}", file=sys.stderr)
+        return 2
+    return status

@@ -1,0 +1,399 @@
+"""Build a latency table by measuring every distinct layer of a space on a device.
+
+    report = profile_device("device_profiles/local-cpu.yaml", "mbv3-tiny")
+    report.table.predict(arch)
+
+One run opens one transport (one SSH session), checks the device, then for each chunk of
+missing layers writes the single-op models, uploads them in one batch and measures them with one
+agent process (`edgenas.device.runner.measure_models`). Every result goes into the table as it
+arrives and the file is rewritten atomically at most every `flush_s` seconds and at the end, also
+when the run fails or is interrupted: rerunning the same command measures only the keys that
+are still missing. Finally a few whole subnets are measured to calibrate the table (see
+`edgenas.latency.table.Calibration`); they are resumable the same way.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from edgenas.device import DeviceProfile, device_fingerprint, load_profile, measure_models, open_transport
+from edgenas.device.runner import MeasureResult
+from edgenas.device.transport import Transport
+from edgenas.errors import DeviceError, EdgeNASError
+from edgenas.latency.formats import ModelFormat, model_format
+from edgenas.latency.ops import enumerate_ops, estimate_seconds, resolutions_of
+from edgenas.latency.table import LatencyTable, entry, fit_calibration
+from edgenas.space import Arch, SearchSpace, largest, load_space, sample, smallest
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DIR = Path("latency_tables")
+OVERHEAD_SHAPE = (1, 8, 1, 1)
+# Fingerprint fields that must not change between the runs that fill one table.
+_SAME_DEVICE = ("cpu_model", "machine", "runtime_version")
+
+
+@dataclass
+class ProfileReport:
+    """What one `profile_device` run did."""
+
+    table: LatencyTable
+    path: Path
+    profile_key: str
+    total_ops: int  # distinct layers for the space and resolutions
+    measured: list[str] = field(default_factory=list)  # keys measured in this run
+    reused: int = 0  # keys that were already in the table
+    failed: dict[str, str] = field(default_factory=dict)  # key -> error
+    networks_measured: list[str] = field(default_factory=list)  # calibration subnets measured in this run
+    estimate_s: float = 0.0
+    seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step: setup, ops, calibration
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
+
+    def to_dict(self) -> dict:
+        c = self.table.header.get("calibration", {})
+        return {
+            "table": str(self.path), "profile": self.profile_key, "total_ops": self.total_ops,
+            "measured": len(self.measured), "reused": self.reused, "failed": self.failed,
+            "calibration_networks_measured": len(self.networks_measured),
+            "calibration": {k: c.get(k) for k in ("overhead_ms", "scale", "offset_ms", "fitted_on")},
+            "estimate_s": round(self.estimate_s, 1), "seconds": round(self.seconds, 1),
+            "phases": {k: round(v, 1) for k, v in self.phases.items()},
+        }
+
+
+def default_table_path(profile: DeviceProfile, space: SearchSpace, directory: Path = DEFAULT_DIR) -> Path:
+    return Path(directory) / f"{profile.key()}-{space.name}.yaml"
+
+
+class _Saver:
+    """Save the table when asked, at most every `interval` seconds; `flush` saves what is pending."""
+
+    def __init__(self, table: LatencyTable, path: Path, interval: float):
+        self.table, self.path, self.interval = table, path, interval
+        self.last, self.dirty = 0.0, False
+
+    def touch(self) -> None:
+        self.dirty = True
+        if time.monotonic() - self.last >= self.interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.dirty:
+            self.table.save(self.path)
+            self.last, self.dirty = time.monotonic(), False
+
+
+def profile_device(
+    profile: DeviceProfile | str | Path,
+    space: SearchSpace | str,
+    *,
+    resolutions: Sequence[int] | None = None,
+    out: str | Path | None = None,
+    calibrate: int = 8,
+    seed: int = 0,
+    warmup: int | None = None,
+    runs: int | None = None,
+    chunk_size: int = 100,
+    flush_s: float = 1.0,
+    progress: bool = True,
+    position: int = 0,
+    on_result: Callable[[str, MeasureResult], None] | None = None,
+    transport: Transport | None = None,
+) -> ProfileReport:
+    """Measure the layers of `space` that `out` does not have yet, then calibrate.
+
+    `calibrate` whole subnets (seeded by `seed`) are measured to fit the table's calibration; 0
+    keeps the raw sum. `warmup` and `runs` override the profile's. `on_result(key, result)` is
+    called after each measurement is stored (keys of calibration subnets are 'net:' + arch).
+    """
+    t0 = time.monotonic()
+    profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    if warmup is not None or runs is not None:
+        profile = dataclasses.replace(profile, warmup=profile.warmup if warmup is None else warmup,
+                                      runs=profile.runs if runs is None else runs)
+    space = load_space(space)
+    fmt = model_format(profile.runtime)
+    res = resolutions_of(space, resolutions)
+    out = Path(out) if out is not None else default_table_path(profile, space)
+    ops = enumerate_ops(space, res)
+
+    with _opened(profile, transport) as t:
+        fp = _check_device(profile, t)
+        table = _open_table(out, profile, space, fp, fmt, res)
+        todo = [op for op in ops if op.key not in table]
+        report = ProfileReport(table, out, profile.key(), len(ops), reused=len(ops) - len(todo))
+        report.estimate_s = estimate_seconds(todo, profile.warmup, profile.runs) + 3.0 * max(calibrate, 0)
+        log.info("%s: %d distinct ops for %s at %s px: %d to measure, %d already in %s; estimated %s",
+                 profile.name, len(ops), space.name, ",".join(map(str, res)), len(todo), report.reused, out,
+                 _duration(report.estimate_s))
+        saver = _Saver(table, out, flush_s)
+        saver.dirty = not out.exists()
+        try:
+            _measure_overhead(profile, t, fmt, table, saver)
+            report.phases["setup"] = time.monotonic() - t0
+            _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progress, position, on_result)
+            report.phases["ops"] = time.monotonic() - t0 - report.phases["setup"]
+            if calibrate > 0 and not report.failed:
+                _calibrate(profile, t, fmt, table, space, res, calibrate, seed, saver, report, progress, position, on_result)
+                report.phases["calibration"] = time.monotonic() - t0 - report.phases["setup"] - report.phases["ops"]
+        except DeviceError as exc:
+            saver.flush()
+            done = sum(op.key in table for op in ops)
+            raise DeviceError(f"{exc}; {done} of {len(ops)} ops are saved in {out}: rerun the same command to "
+                              "measure only the rest") from exc
+        finally:
+            saver.flush()
+        if report.failed:
+            table.header["failed"] = dict(report.failed)
+        saver.touch()
+        saver.flush()
+    report.seconds = time.monotonic() - t0
+    return report
+
+
+def profile_many(profiles: Sequence[DeviceProfile | str | Path], space: SearchSpace | str, *,
+                 outs: Sequence[str | Path | None] | None = None, **kwargs) -> list[ProfileReport | BaseException]:
+    """Profile several devices in parallel (one thread each, one table each); a failure on one
+    device does not stop the others: its entry in the result list is the exception."""
+    outs = list(outs) if outs is not None else [None] * len(profiles)
+    if len(outs) != len(profiles):
+        raise ValueError("one output path per profile")
+    if len(profiles) == 1:
+        try:
+            return [profile_device(profiles[0], space, out=outs[0], **kwargs)]
+        except (EdgeNASError, OSError) as exc:
+            return [exc]
+    stop = threading.Event()  # Ctrl-C in the main thread stops every device at its next result
+    user_hook = kwargs.pop("on_result", None)
+
+    def hook(key: str, result: MeasureResult) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        if user_hook is not None:
+            user_hook(key, result)
+
+    def one(i: int):
+        try:
+            return profile_device(profiles[i], space, out=outs[i], position=i, on_result=hook, **kwargs)
+        except (EdgeNASError, OSError, KeyboardInterrupt) as exc:
+            return exc
+
+    with ThreadPoolExecutor(max_workers=len(profiles)) as pool:
+        futures = [pool.submit(one, i) for i in range(len(profiles))]
+        try:
+            return [f.result() for f in futures]
+        except KeyboardInterrupt:
+            stop.set()  # each table is saved by its own thread on the way out
+            raise
+
+
+# ---- steps ---------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _opened(profile: DeviceProfile, transport: Transport | None):
+    if transport is not None:
+        yield transport
+    else:
+        with open_transport(profile) as t:
+            yield t
+
+
+def _check_device(profile: DeviceProfile, t: Transport) -> dict:
+    fp = device_fingerprint(profile, t)
+    missing = [m for m in fp.get("missing", []) if m.get("required", True)]
+    if missing:
+        m = missing[0]
+        raise DeviceError(f"device '{profile.name}' lacks {m['what']}: {m['hint']} (check with: edgenas device check {profile.source})")
+    keep = ("hostname", "cpu_model", "board", "cores", "usable_cores", "machine", "os", "python", "numpy", "runtime_version")
+    return {k: fp.get(k) for k in keep if fp.get(k) is not None}
+
+
+def _open_table(out: Path, profile: DeviceProfile, space: SearchSpace, fp: dict, fmt: ModelFormat,
+                resolutions: list[int]) -> LatencyTable:
+    if out.exists():
+        table = LatencyTable.load(out)
+        h = table.header
+        table.space(space)  # raises if the table belongs to another space
+        if h.get("device", {}).get("profile_key") != profile.key():
+            raise EdgeNASError(f"{out} was measured with profile {h.get('device', {}).get('profile_key')}, not "
+                               f"{profile.key()}; pass another --out")
+        old = h.get("device", {}).get("fingerprint", {})
+        for k in _SAME_DEVICE:
+            if old.get(k) != fp.get(k):
+                raise EdgeNASError(f"{out} was measured on a device with {k} {old.get(k)!r}, this one has "
+                                   f"{fp.get(k)!r}; pass another --out to start a new table")
+        h["resolutions"] = sorted(set(h.get("resolutions", [])) | set(resolutions))
+        h.pop("failed", None)
+        return table
+    return LatencyTable.create(
+        space, f"{profile.key()}-{space.name}",
+        device={"profile": profile.name, "profile_key": profile.key(), "transport": profile.transport,
+                "source": str(profile.source), "fingerprint": fp},
+        runtime=profile.runtime, runtime_version=fp.get("runtime_version"),
+        runtime_options=dict(profile.runtime_options), threads=profile.threads,
+        warmup=profile.warmup, runs=profile.runs, model_format=fmt.describe(),
+        resolutions=list(resolutions),
+        calibration={"overhead_ms": 0.0, "scale": 1.0, "offset_ms": 0.0},
+    )
+
+
+def _result_entry(r: MeasureResult) -> dict:
+    return entry(r.mean_ms, r.median_ms, r.std_ms, r.count)
+
+
+def _measure_overhead(profile, t, fmt: ModelFormat, table: LatencyTable, saver: _Saver) -> None:
+    """The per-call overhead: a single ReLU on 8 numbers costs nothing but the call itself."""
+    cal = table.header.setdefault("calibration", {})
+    if "overhead" in cal:
+        return
+    import torch
+
+    with tempfile.TemporaryDirectory(prefix="edgenas-ops-") as d:
+        path = fmt.write_net(torch.nn.ReLU(), OVERHEAD_SHAPE, Path(d) / f"overhead{fmt.suffix}")
+        (r,) = measure_models(profile, [path], transport=t)
+    if not r.ok:
+        raise DeviceError(f"device '{profile.name}' cannot run even a one-node model: {r.error}")
+    table.update_calibration(overhead_ms=round(r.median_ms, 6), overhead=_result_entry(r),
+                             overhead_model=f"Relu on a {'x'.join(map(str, OVERHEAD_SHAPE))} tensor")
+    saver.touch()
+
+
+def _bar(total: int, desc: str, progress: bool, position: int):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="op", position=position, disable=not progress or total == 0,
+                leave=True, dynamic_ncols=True)
+
+
+def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progress, position, on_result) -> None:
+    with _bar(len(todo), f"{profile.name} ops", progress, position) as bar, \
+            tempfile.TemporaryDirectory(prefix="edgenas-ops-") as d:
+        for start in range(0, len(todo), chunk_size):
+            chunk = todo[start:start + chunk_size]
+            key_of = {}
+            for i, op in enumerate(chunk):
+                path = fmt.write_op(op, Path(d) / f"op{start + i:05d}{fmt.suffix}")
+                key_of[path.name] = op.key
+
+            def stored(r: MeasureResult) -> None:
+                key = key_of[r.model]
+                if r.ok:
+                    table.set(key, _result_entry(r))
+                    report.measured.append(key)
+                    saver.touch()
+                else:
+                    report.failed[key] = r.error
+                    log.warning("%s: %s failed: %s", profile.name, key, r.error)
+                bar.update(1)
+                if on_result is not None:
+                    on_result(key, r)
+
+            try:
+                measure_models(profile, [Path(d) / n for n in key_of], on_result=stored, transport=t)
+            finally:
+                for n in key_of:
+                    (Path(d) / n).unlink(missing_ok=True)
+
+
+def calibration_archs(space: SearchSpace, resolutions: Sequence[int], k: int, seed: int) -> list[Arch]:
+    """The smallest subnet at the lowest resolution, the largest at the highest, and random
+    subnets spread over the resolutions (seeded): `k` distinct archs in all."""
+    sub = space.replace(resolutions=tuple(resolutions))
+    archs = [smallest(sub), largest(sub)][:k]
+    rng = np.random.default_rng([seed, 7])
+    i = 0
+    while len(archs) < k:
+        a = sample(sub, rng)
+        a = Arch(resolutions[i % len(resolutions)], a.units)
+        i += 1
+        if a not in archs:
+            archs.append(a)
+    return archs
+
+
+def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progress, position, on_result) -> None:
+    cal = table.header.setdefault("calibration", {})
+    nets = cal.setdefault("networks", {})
+    archs = calibration_archs(space, res, k, seed)
+    todo = [a for a in archs if str(a) not in nets]
+
+    def stored(a: Arch, r: MeasureResult) -> None:
+        if not r.ok:
+            raise DeviceError(f"device '{profile.name}': calibration subnet {a} failed: {r.error}")
+        nets[str(a)] = _result_entry(r)
+        report.networks_measured.append(str(a))
+        saver.touch()
+        if on_result is not None:
+            on_result(f"net:{a}", r)
+
+    if todo:
+        measure_networks(profile, fmt, space, todo, t, progress=progress, position=position,
+                         desc=f"{profile.name} calibration", on_result=stored)
+    used = [a for a in archs if str(a) in nets]
+    raw = [table.predict_raw(a, space) for a in used]
+    fitted = fit_calibration(raw, [nets[str(a)]["median"] for a in used], float(cal.get("overhead_ms", 0.0)))
+    table.update_calibration(**{
+        "method": "predict = scale * sum(max(op - overhead_ms, 0)) + offset_ms; overhead_ms is the median of "
+                  "the overhead model (the per-call cost in every isolated op), scale and offset_ms a "
+                  "relative least-squares fit of measured on summed latency over the networks below",
+        "overhead_ms": fitted.overhead_ms, "scale": round(fitted.scale, 6), "offset_ms": round(fitted.offset_ms, 6),
+        "fitted_on": len(used),
+    })
+    cal["networks"] = cal.pop("networks")  # keep it last in the header: it is long
+    saver.touch()
+
+
+def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpace, archs: Sequence[Arch],
+                     transport: Transport | None = None, *, progress: bool = True, position: int = 0,
+                     desc: str = "networks", chunk_size: int = 10,
+                     on_result: Callable[[Arch, MeasureResult], None] | None = None) -> list[MeasureResult]:
+    """Materialize each subnet from a randomly initialised supernet, export it in the device's
+    format (the same path a user's exported subnet takes) and measure it; `on_result(arch,
+    result)` is called as each result arrives."""
+    from edgenas.supernet import Supernet
+
+    import torch
+
+    with torch.random.fork_rng():  # latency does not depend on the weights; seed them for reproducible files
+        torch.manual_seed(0)
+        supernet = Supernet(space).eval()
+    results: list[MeasureResult] = []
+    with _opened(profile, transport) as t, _bar(len(archs), desc, progress, position) as bar, \
+            tempfile.TemporaryDirectory(prefix="edgenas-nets-") as d:
+        for start in range(0, len(archs), chunk_size):
+            paths, arch_of = [], {}
+            for i, a in enumerate(archs[start:start + chunk_size]):
+                net = supernet.materialize(a)
+                paths.append(fmt.write_net(net, (1, space.in_channels, a.resolution, a.resolution),
+                                           Path(d) / f"net{start + i:05d}{fmt.suffix}"))
+                arch_of[paths[-1].name] = a
+
+            def arrived(r: MeasureResult) -> None:
+                bar.update(1)
+                if on_result is not None:
+                    on_result(arch_of[r.model], r)
+
+            results += measure_models(profile, paths, on_result=arrived, transport=t)
+            for p in paths:
+                p.unlink(missing_ok=True)
+    return results
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    return f"~{seconds / 60:.1f} min"

@@ -1,0 +1,132 @@
+"""Check a latency table against the truth: whole subnets measured end to end on the device.
+
+    report = validate_table(table, "device_profiles/local-cpu.yaml", n=100, plot="val.png")
+    print(report.summary())
+
+Random subnets (seeded, at the table's resolutions) are materialized, exported in the device's
+format and measured with the runner; each prediction `table.predict(arch)` is compared with the
+measured median.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from edgenas.device import DeviceProfile, load_profile
+from edgenas.device.transport import Transport
+from edgenas.errors import DeviceError
+from edgenas.latency.formats import model_format
+from edgenas.latency.table import LatencyTable, now
+from edgenas.space import Arch, SearchSpace, sample
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ValidationReport:
+    archs: list[Arch]
+    predicted: np.ndarray  # ms
+    measured: np.ndarray  # ms, median of the device's timed runs
+    plot: Path | None = None
+
+    @property
+    def rel_error(self) -> np.ndarray:
+        return self.predicted / self.measured - 1.0
+
+    @property
+    def rmse_ms(self) -> float:
+        return float(np.sqrt(np.mean((self.predicted - self.measured) ** 2)))
+
+    @property
+    def spearman(self) -> float:
+        return spearman(self.predicted, self.measured)
+
+    def within(self, tolerance: float = 0.10) -> float:
+        """Share of subnets predicted within ±tolerance of the measured latency."""
+        return float(np.mean(np.abs(self.rel_error) <= tolerance))
+
+    def to_dict(self) -> dict:
+        return {
+            "n": len(self.archs), "rmse_ms": round(self.rmse_ms, 4), "spearman": round(self.spearman, 4),
+            "within_10pct": round(self.within(0.10), 4), "mean_abs_pct_error": round(float(np.mean(np.abs(self.rel_error))) * 100, 2),
+            "max_abs_pct_error": round(float(np.max(np.abs(self.rel_error))) * 100, 2),
+            "measured_ms": [round(float(self.measured.min()), 3), round(float(self.measured.max()), 3)],
+            "plot": str(self.plot) if self.plot else None,
+        }
+
+    def summary(self) -> str:
+        d = self.to_dict()
+        return (f"{d['n']} subnets ({d['measured_ms'][0]}-{d['measured_ms'][1]} ms): RMSE {d['rmse_ms']} ms, "
+                f"Spearman {d['spearman']}, within ±10%: {d['within_10pct'] * 100:.0f}%, "
+                f"mean |error| {d['mean_abs_pct_error']}%, max {d['max_abs_pct_error']}%")
+
+
+def spearman(a, b) -> float:
+    """Spearman rank correlation (average ranks for ties)."""
+    from scipy.stats import rankdata
+
+    ra, rb = rankdata(a), rankdata(b)
+    if np.ptp(ra) == 0 or np.ptp(rb) == 0:
+        return float("nan")
+    return float(np.corrcoef(ra, rb)[0, 1])
+
+
+def validation_archs(space: SearchSpace, resolutions: Sequence[int], n: int, seed: int) -> list[Arch]:
+    """`n` random subnets at `resolutions`, from a seed stream apart from the calibration subnets'."""
+    return sample(space.replace(resolutions=tuple(resolutions)), np.random.default_rng([seed, 11]), n)
+
+
+def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | str | Path, n: int, *,
+                   seed: int = 0, plot: str | Path | None = None, save: bool = True, progress: bool = True,
+                   transport: Transport | None = None) -> ValidationReport:
+    """Measure `n` random subnets on the device and compare them with the table's predictions.
+    The summary goes into the table header (`validation:`) and the file is saved when `save`."""
+    from edgenas.latency.profiler import measure_networks
+
+    table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
+    profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    space = table.space()
+    res = table.header.get("resolutions") or list(space.resolutions)
+    archs = validation_archs(space, res, n, seed)
+    predicted = table.predict(archs, space)  # fails on a missing key before measuring anything
+    results = measure_networks(profile, model_format(profile.runtime), space, archs, transport,
+                               progress=progress, desc=f"{profile.name} validation")
+    bad = [(a, r.error) for a, r in zip(archs, results) if not r.ok]
+    if bad:
+        raise DeviceError(f"device '{profile.name}': subnet {bad[0][0]} failed to run: {bad[0][1]}")
+    report = ValidationReport(archs, np.asarray(predicted, float), np.array([r.median_ms for r in results]))
+    if plot is not None:
+        report.plot = plot_validation(report, plot, title=f"{table.name}")
+    table.header["validation"] = {"date": now(), "device": profile.key(), "seed": seed, **report.to_dict()}
+    if save and table.path is not None and table.path.is_file():
+        table.save()
+    return report
+
+
+def plot_validation(report: ValidationReport, path: str | Path, title: str = "") -> Path:
+    """Predicted vs measured scatter with the y = x line and a ±10% band (matplotlib Agg)."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m, p = report.measured, report.predicted
+    lo, hi = 0.95 * min(m.min(), p.min()), 1.05 * max(m.max(), p.max())
+    fig = Figure(figsize=(5, 5), dpi=120)
+    ax = fig.subplots()
+    xs = np.linspace(lo, hi, 2)
+    ax.fill_between(xs, 0.9 * xs, 1.1 * xs, color="tab:green", alpha=0.15, label="±10%")
+    ax.plot(xs, xs, color="tab:green", lw=1)
+    ax.scatter(m, p, s=12, color="tab:blue")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{title}\n{report.summary().split(': ', 1)[1]}", fontsize=7)
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path

@@ -1,0 +1,146 @@
+"""The latency table: files, OFA's tables, prediction (scalar and vectorised), calibration."""
+import time
+
+import numpy as np
+import pytest
+import yaml
+
+from edgenas.errors import ConfigError, EdgeNASError
+from edgenas.latency import Calibration, LatencyTable, MissingKeyError, enumerate_ops, fit_calibration
+from edgenas.space import arch_ops, encode, largest, load_space, sample, sample_genomes, smallest
+
+
+def synthetic_table(space, calibration=None, drop=()):
+    """A table whose every layer costs 1 ms plus its MACs in millions / 100."""
+    table = LatencyTable.create(space, "synthetic", calibration=calibration or {})
+    for op in enumerate_ops(space):
+        if op.key not in drop:
+            ms = 1.0 + op.macs / 1e8
+            table.set(op.key, {"mean": ms + 0.1, "median": ms, "std": 0.01, "count": 5})
+    return table
+
+
+def test_predict_sums_the_layers_and_applies_the_calibration():
+    space = load_space("mbv3-tiny")
+    arch = sample(space, np.random.default_rng(0))
+    ops = arch_ops(space, arch)
+    plain = synthetic_table(space)
+    assert plain.predict(arch) == pytest.approx(sum(1.0 + op.macs / 1e8 for op in ops))
+    cal = synthetic_table(space, {"overhead_ms": 0.25, "scale": 1.5, "offset_ms": 0.75})
+    assert cal.predict(arch) == pytest.approx(1.5 * sum(0.75 + op.macs / 1e8 for op in ops) + 0.75)
+    assert [k for k, _ in cal.breakdown(arch)] == [op.key for op in ops]
+
+
+@pytest.mark.parametrize("name", ["mbv3-tiny", "mbv3-w1.0"])
+def test_vectorised_prediction_equals_the_scalar_one(name):
+    space = load_space(name)
+    table = synthetic_table(space, {"overhead_ms": 0.1, "scale": 0.9, "offset_ms": 0.3})
+    archs = sample(space, np.random.default_rng(1), 100) + [smallest(space), largest(space)]
+    fast = table.predictor()(encode(space, archs))
+    assert fast.dtype == np.float64
+    np.testing.assert_allclose(fast, [table.predict(a) for a in archs], rtol=1e-12)
+
+
+def test_vectorised_prediction_is_fast():
+    space = load_space("mbv3-w1.0")
+    predictor = synthetic_table(space).predictor()
+    genomes = sample_genomes(space, np.random.default_rng(0), 20000)
+    predictor(genomes[:10])
+    t = time.perf_counter()
+    predictor(genomes)
+    per_ms = len(genomes) / ((time.perf_counter() - t) * 1e3)
+    # Thousands per ms on an idle core (benchmarks/latency/README.md); loose here, CI shares cores.
+    assert per_ms > 200, f"only {per_ms:.0f} archs per ms"
+
+
+def test_a_missing_key_is_an_error_naming_it_scalar_and_vectorised():
+    space = load_space("mbv3-tiny")
+    arch = largest(space)
+    key = arch_ops(space, arch)[5].key
+    table = synthetic_table(space, drop={key})
+    with pytest.raises(MissingKeyError, match=key.replace("|", r"\|")):
+        table.predict(arch)
+    genomes = encode(space, [smallest(space), arch])
+    with pytest.raises(MissingKeyError, match="expanded_conv-input"):
+        table.predictor()(genomes)
+    # Archs that do not use the missing layer still predict.
+    assert np.isfinite(table.predictor()(genomes[:1])).all()
+
+
+def test_a_resolution_that_was_not_profiled_is_a_missing_key():
+    space = load_space("mbv3-tiny")
+    table = LatencyTable.create(space, "partial")
+    for op in enumerate_ops(space, [24]):
+        table.set(op.key, {"mean": 1.0, "median": 1.0, "std": 0.0, "count": 1})
+    assert table.predict(largest(space, 24)) > 0
+    with pytest.raises(MissingKeyError, match="Conv-input:32x32x3"):
+        table.predict(largest(space, 32))
+
+
+def test_save_and_load_round_trip(tmp_path):
+    space = load_space("mbv3-tiny")
+    table = synthetic_table(space, {"overhead_ms": 0.1, "scale": 1.2, "offset_ms": 0.2})
+    path = table.save(tmp_path / "t.yaml")
+    assert list(tmp_path.iterdir()) == [path]  # no temporary file left behind
+    data = yaml.safe_load(path.read_text())
+    assert data["header"]["space"] == {"name": "mbv3-tiny", "hash": space.hash}
+    assert data["header"]["format_version"] == 1 and data["header"]["edgenas_version"]
+    key = next(iter(data["ops"]))
+    assert set(data["ops"][key]) == {"mean", "median", "std", "count"}
+    back = LatencyTable.load(path)
+    arch = sample(space, np.random.default_rng(2))
+    assert back.predict(arch) == pytest.approx(table.predict(arch))
+    assert back.calibration == Calibration(0.1, 1.2, 0.2)
+
+
+def test_a_custom_space_is_stored_in_the_header(tmp_path):
+    space = load_space("mbv3-tiny").replace(name="my-space", num_classes=7)
+    path = synthetic_table(space).save(tmp_path / "t.yaml")
+    back = LatencyTable.load(path)
+    assert back.space().hash == space.hash
+    back.predict(largest(space))
+
+
+def test_a_table_refuses_another_space_and_other_formats(tmp_path):
+    table = synthetic_table(load_space("mbv3-tiny"))
+    with pytest.raises(EdgeNASError, match="was built for space mbv3-tiny"):
+        table.predict(largest(load_space("mbv3-w1.0")), "mbv3-w1.0")
+    path = table.save(tmp_path / "t.yaml")
+    data = yaml.safe_load(path.read_text())
+    data["header"]["format_version"] = 99
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(ConfigError, match="format_version 99"):
+        LatencyTable.load(path)
+    (tmp_path / "x.yaml").write_text("a: 1\n")
+    with pytest.raises(ConfigError, match="not a latency table"):
+        LatencyTable.load(tmp_path / "x.yaml")
+    with pytest.raises(ConfigError, match="not found"):
+        LatencyTable.load(tmp_path / "missing.yaml")
+
+
+def test_fit_calibration_recovers_a_line():
+    raw = np.array([2.0, 5.0, 9.0, 14.0])
+    cal = fit_calibration(raw, 1.3 * raw + 0.4, overhead_ms=0.05)
+    assert (cal.scale, cal.offset_ms, cal.overhead_ms) == (pytest.approx(1.3), pytest.approx(0.4), 0.05)
+    assert fit_calibration([4.0], [5.0], 0.0).scale == pytest.approx(1.25)
+    assert fit_calibration([], [], 0.1) == Calibration(0.1, 1.0, 0.0)
+
+
+# ---- OFA's published Note10 tables ---------------------------------------------------------
+
+def test_ofa_tables_load_for_mbv3_w12_and_every_key_resolves(ofa_note10_dir):
+    for source in (ofa_note10_dir, ofa_note10_dir / "160_lookup_table.yaml"):
+        assert LatencyTable.load(source).header["space"]["name"] == "mbv3-w1.2"
+    table = LatencyTable.load_ofa(ofa_note10_dir)
+    space = load_space("mbv3-w1.2")
+    assert table.missing(op.key for op in enumerate_ops(space)) == []
+    genomes = sample_genomes(space, np.random.default_rng(0), 2000)
+    predicted = table.predictor()(genomes)
+    assert np.isfinite(predicted).all() and (predicted > 0).all()
+    # A prediction is the plain sum of OFA's means from that resolution's file (the two head layers
+    # shared by all files are pooled, so allow for their small spread).
+    for arch in (smallest(space, 160), largest(space, 224), sample(space, np.random.default_rng(5))):
+        ofa = yaml.safe_load((ofa_note10_dir / f"{arch.resolution}_lookup_table.yaml").read_text())
+        expected = sum(ofa[op.key]["mean"] for op in arch_ops(space, arch))
+        assert table.predict(arch) == pytest.approx(expected, rel=0.02)
+    assert table.predict(smallest(space, 160)) < table.predict(largest(space, 224))

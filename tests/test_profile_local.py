@@ -1,0 +1,144 @@
+"""Profiling this machine (transport local, the real agent and onnxruntime), resuming, the CLI."""
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from edgenas.device import load_profile
+from edgenas.errors import EdgeNASError
+from edgenas.latency import LatencyTable, enumerate_ops, profile_device, profile_many
+from edgenas.space import largest, load_space, sample, smallest
+
+pytest.importorskip("onnxruntime")
+
+REPO = Path(__file__).resolve().parents[1]
+LOCAL = REPO / "device_profiles" / "local-cpu.yaml"
+FAST = dict(resolutions=[24], warmup=1, runs=3, progress=False)
+
+
+@pytest.fixture(scope="module")
+def space():
+    return load_space("mbv3-tiny")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory, space):
+    """One table of mbv3-tiny at 24 px, with two calibration subnets."""
+    out = tmp_path_factory.mktemp("tables") / "t.yaml"
+    report = profile_device(LOCAL, space, out=out, calibrate=2, **FAST)
+    return report
+
+
+def test_profile_builds_a_complete_table_with_a_header(built, space):
+    keys = {op.key for op in enumerate_ops(space, [24])}
+    assert built.total_ops == len(keys) == 96 and built.reused == 0 and not built.failed
+    assert set(built.measured) == keys and len(built.measured) == len(keys)
+    data = yaml.safe_load(built.path.read_text())
+    assert set(data["ops"]) == keys
+    h = data["header"]
+    assert h["space"] == {"name": "mbv3-tiny", "hash": space.hash}
+    assert h["runtime"] == "onnxruntime" and h["runtime_version"] and h["threads"] == 1
+    assert h["device"]["profile_key"] == "local-cpu_onnxruntime-cpu_t1" and h["device"]["fingerprint"]["cpu_model"]
+    assert h["warmup"] == 1 and h["runs"] == 3 and h["resolutions"] == [24]
+    for e in data["ops"].values():
+        assert e["count"] == 3 and 0 < e["median"] < 1000
+    cal = h["calibration"]
+    assert cal["overhead_ms"] > 0 and cal["fitted_on"] == 2 and len(cal["networks"]) == 2 and cal["scale"] > 0
+    table = LatencyTable.load(built.path)
+    assert 0 < table.predict(smallest(space, 24)) < table.predict(largest(space, 24))
+
+
+def test_rerun_measures_only_missing_keys(built, tmp_path, space):
+    out = tmp_path / "t.yaml"
+    data = yaml.safe_load(built.path.read_text())
+    removed = list(data["ops"])[10:15]
+    for k in removed:
+        del data["ops"][k]
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    report = profile_device(LOCAL, space, out=out, calibrate=2, **FAST)
+    assert sorted(report.measured) == sorted(removed)
+    assert report.reused == 96 - 5 and report.networks_measured == []  # calibration nets are kept too
+    assert len(LatencyTable.load(out)) == 96
+
+
+def test_an_interrupted_run_keeps_what_it_measured(tmp_path, space):
+    out = tmp_path / "t.yaml"
+    seen = []
+
+    def interrupt(key, result):
+        seen.append(key)
+        if len(seen) == 30:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        profile_device(LOCAL, space, out=out, calibrate=0, on_result=interrupt, **FAST)
+    saved = set(LatencyTable.load(out).ops)
+    assert saved == set(seen)  # everything stored before the interrupt is on disk
+    report = profile_device(LOCAL, space, out=out, calibrate=0, **FAST)
+    assert not set(report.measured) & saved
+    assert set(report.measured) | saved == {op.key for op in enumerate_ops(space, [24])}
+
+
+def test_a_table_of_another_space_or_device_is_refused(built, tmp_path):
+    with pytest.raises(EdgeNASError, match="was built for space mbv3-tiny"):
+        profile_device(LOCAL, "mbv3-w1.0", out=built.path, calibrate=0, progress=False, resolutions=[160])
+    other = tmp_path / "other.yaml"
+    other.write_text(LOCAL.read_text().replace("name: local-cpu", "name: other-box"))
+    with pytest.raises(EdgeNASError, match="was measured with profile local-cpu"):
+        profile_device(other, "mbv3-tiny", out=built.path, calibrate=0, **FAST)
+
+
+def test_several_devices_in_parallel_one_table_each(tmp_path, space):
+    profiles = []
+    for name in ("box-a", "box-b"):
+        p = tmp_path / f"{name}.yaml"
+        p.write_text(LOCAL.read_text().replace("name: local-cpu", f"name: {name}"))
+        profiles.append(p)
+    outs = [tmp_path / "a.yaml", tmp_path / "b.yaml"]
+    reports = profile_many(profiles, space, outs=outs, calibrate=0, **FAST)
+    for report, out, name in zip(reports, outs, ("box-a", "box-b")):
+        assert not isinstance(report, BaseException), report
+        assert report.path == out and len(report.measured) == 96
+        assert LatencyTable.load(out).header["device"]["profile"] == name
+
+
+def _cli(*args, cwd=REPO):
+    return subprocess.run([sys.executable, "-m", "edgenas", "profile", *map(str, args)], cwd=cwd,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_cli_builds_then_validates(built, tmp_path):
+    out = tmp_path / "t.yaml"
+    shutil.copyfile(built.path, out)  # reuse the measured ops: the CLI run only validates
+    plot = tmp_path / "v.png"
+    p = _cli(LOCAL, "--space", "mbv3-tiny", "--resolutions", "24", "--out", out, "--runs", "3", "--warmup", "1",
+             "--calibrate", "2", "--validate", "4", "--plot", plot, "--json")
+    assert p.returncode == 0, p.stderr
+    assert "96 distinct ops" in p.stderr and "estimated" in p.stderr
+    report = json.loads(p.stdout.splitlines()[-1])
+    assert report["measured"] == 0 and report["reused"] == 96
+    v = report["validation"]
+    assert v["n"] == 4 and -1 <= v["spearman"] <= 1 and 0 <= v["within_10pct"] <= 1 and v["rmse_ms"] >= 0
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert yaml.safe_load(out.read_text())["header"]["validation"]["n"] == 4
+
+
+@pytest.mark.parametrize("profiles,extra,message", [
+    (1, ["--resolutions", "100"], "resolution 100 is not in space mbv3-tiny"),
+    (1, ["--space", "no-such-space"], "unknown search space 'no-such-space'"),
+    (2, [], "--out names one table"),
+])
+def test_cli_user_errors_exit_2_with_one_line(profiles, extra, message, tmp_path, capsys):
+    from edgenas.cli import main
+
+    argv = ["profile", *[str(LOCAL)] * profiles, "--space", "mbv3-tiny", "--out", str(tmp_path / "t.yaml"), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t.yaml").exists()
