@@ -1,0 +1,160 @@
+"""`edgenas export`: materialize a subnet, export it to ONNX / TFLite, validate, write a model card.
+
+    edgenas export --supernet runs/tiny/supernet.pt --arch r32_k3e3,k3e3_... --format onnx --out deploy/
+    edgenas export --supernet ckpt.pt --from results.json --rank 1 --format onnx,tflite,tflite-int8 \\
+        --out deploy/ --measure device_profiles/local-cpu.yaml
+
+Exit status 0 when every file passed its check, 1 when one failed (the file is kept and marked
+invalid in model.json), 2 for a usage error.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_INVALID = 0, 1
+
+
+def add_parser(subparsers) -> None:
+    from edgenas.cli import add_common
+    from edgenas.export import ATOL, FORMATS
+
+    p = subparsers.add_parser(
+        "export",
+        help="export a subnet to ONNX / TFLite with validation and a model card",
+        description="Materialize a subnet of a trained supernet, recalibrate its BatchNorm on training images, "
+        "export it, check every file against PyTorch, and write model.json beside the files. "
+        "Exit status 1 if a file fails its check.",
+    )
+    add_common(p)
+    p.add_argument("--supernet", required=True, metavar="CKPT",
+                   help="supernet checkpoint: a run directory, its supernet.pt or checkpoint.pt")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--arch", help="architecture string, e.g. r32_k3e3,k3e3_...")
+    which.add_argument("--from", dest="results", metavar="RESULTS", help="search results JSON (edgenas search)")
+    p.add_argument("--rank", type=int, default=1, help="which entry of --from, 1 = best (default 1)")
+    p.add_argument("--format", default="onnx", help=f"comma-separated formats: {', '.join(FORMATS)} (default onnx)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--measure", metavar="PROFILE", help="measure the exported files on this device profile")
+    p.add_argument("--latency-table", action="append", default=[], metavar="TABLE",
+                   help="latency table for the predicted latency (repeatable)")
+    p.add_argument("--budget-ms", type=float, help="latency budget to check measured latency against "
+                   "(default: the budget in --from)")
+    p.add_argument("--bn-images", type=int, default=2000, help="training images for BN recalibration (default 2000)")
+    p.add_argument("--calib-images", type=int, default=256, help="training images for int8 calibration (default 256)")
+    p.add_argument("--eval-images", type=int, default=1000,
+                   help="test images for the parity and accuracy checks (default 1000; 0 = all)")
+    p.add_argument("--atol", type=float, default=ATOL, help=f"float parity tolerance (default {ATOL:g})")
+    p.add_argument("--threads", type=int, default=1, help="runtime threads for the checks (default 1)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image samples (default 0)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from edgenas.data import load_dataset
+    from edgenas.errors import EdgeNASError
+    from edgenas.export import ExportMetadata, check_dependencies, export_subnet, measure_exports, parse_formats
+    from edgenas.space import Arch
+    from edgenas.train.bn import recalibrate_bn
+
+    formats = parse_formats(args.format)
+    check_dependencies(formats)  # fail before the slow parts
+    profile = None
+    if args.measure:
+        from edgenas.device import load_profile
+        from edgenas.export.measure import check_measurable
+
+        profile = load_profile(args.measure)
+        check_measurable(profile, formats)
+    supernet, info = _load_supernet(args.supernet)
+    space = supernet.space
+    source = {"checkpoint": str(args.supernet)}
+    entry = None
+    if args.results:
+        from edgenas.export import read_results
+
+        entry = read_results(args.results, args.rank)
+        if entry.space_hash and entry.space_hash != space.hash:
+            raise EdgeNASError(f"{args.results} was searched in space {entry.space_name} (hash {entry.space_hash}), "
+                               f"but {args.supernet} is a {space.name} supernet (hash {space.hash})")
+        arch = Arch.parse(entry.arch, space)
+        source.update(results=str(args.results), rank=args.rank)
+    else:
+        arch = Arch.parse(args.arch, space)
+
+    tables = _load_tables(args.latency_table)
+    budget = args.budget_ms
+    if budget is None and entry is not None:
+        budget = entry.budget_for([getattr(t, "name", "") for t in tables])
+
+    data = load_dataset(_data_config(info, args.supernet))
+    if data.num_classes != space.num_classes:
+        raise EdgeNASError(f"the checkpoint's dataset {data.name} has {data.num_classes} classes but its space "
+                           f"{space.name} has {space.num_classes} outputs")
+    gen = torch.Generator().manual_seed(args.seed)
+    net = supernet.materialize(arch).eval()
+    log.info("exporting %s (%s) from %s", arch, space.name, args.supernet)
+    recalibrate_bn(net, data.sample_images("train", args.bn_images, gen))
+    calib = data.sample_images("train", args.calib_images, gen) if "tflite-int8" in formats else None
+    test = _first(data.test, args.eval_images)
+    meta = ExportMetadata(
+        dataset=data.name, class_names=data.class_names, mean=data.mean, std=data.std, space=space,
+        latency_tables=tables, predicted_latency_ms=entry.predicted_latency_ms if entry and not tables else {},
+        budget_ms=budget, source=source,
+    )
+    report = export_subnet(net, formats, args.out, calib, test, meta, atol=args.atol, threads=args.threads,
+                           on_result=lambda r: print(r.line(), flush=True))
+    card = report.card
+    acc = card["accuracy"]
+    print(f"PyTorch test accuracy {acc['fp32']:.2f}% on {acc['images']} images; "
+          f"{card.get('macs', 0) / 1e6:.1f} M MACs, {card.get('params', 0) / 1e6:.3f} M params")
+    for name, ms in card["latency"]["predicted_ms"].items():
+        print(f"predicted latency {ms:.3f} ms ({name})")
+    if profile is not None:
+        for c in measure_exports(report, profile, budget_ms=budget):
+            print(c.line(), flush=True)
+    print(f"model card: {report.card_path}")
+    if not report.valid:
+        print(f"{len(report.failures)} of {len(report.results)} export(s) failed their check; "
+              f"see {report.card_path}")
+        return EXIT_INVALID
+    return EXIT_OK
+
+
+def _load_supernet(path: str):
+    from edgenas.train.checkpoint import load_supernet
+
+    return load_supernet(path, "cpu")
+
+
+def _data_config(info, path: str):
+    """The data config the supernet was trained on (CheckpointInfo.data)."""
+    from edgenas.errors import CheckpointError
+
+    data = getattr(info, "data", None)
+    if data is None:
+        raise CheckpointError(f"checkpoint {path} does not record its data config; retrain it with a current edgenas")
+    return data
+
+
+def _load_tables(paths: list[str]):
+    if not paths:
+        return []
+    from edgenas.latency import LatencyTable
+
+    return [LatencyTable.load(p) for p in paths]
+
+
+def _first(split, n: int):
+    """The first n images of a split with their labels (all of them for n = 0)."""
+    import torch
+
+    count = len(split) if n <= 0 else min(n, len(split))
+    if hasattr(split, "batch"):
+        return split.batch(torch.arange(count))
+    images, labels = zip(*(split[i] for i in range(count)))
+    return torch.stack(images), torch.tensor(labels)

@@ -1,0 +1,128 @@
+"""The network as it is exported: a copy of a `StaticNet` rewritten for inference runtimes.
+
+The rewrite keeps the function (parity is always checked against the original net) and only
+changes how it is spelled, so that every format gets a small graph and int8 quantization can
+cover every op:
+- BatchNorm is folded into the conv before it (a third fewer nodes to trace and convert);
+- activations are out-of-place (graph capture and PT2E annotation dislike in-place ops);
+- global mean pooling is `adaptive_avg_pool2d(1)`, which the int8 quantizer annotates;
+- the SE gate `hardsigmoid(conv(s)) = relu6(conv(s) + 3) / 6` becomes `relu6(conv'(s))` with the
+  "+3" folded into the conv's bias and the "/6" into the weights of the block's project conv
+  (linear, so exact): TFLite then runs conv+ReLU6 as one int8 op, where hardsigmoid has no int8
+  kernel and a separate "x 1/6" multiply ended up between two RESHAPEs;
+- dropout is gone.
+For int8 files `int8_friendly` also spells h-swish with ADD/ReLU6/MUL (see `HardSwishParts`).
+"""
+from __future__ import annotations
+
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from edgenas.nn.static import Classifier, ConvBNAct, GlobalPool, MBConv, SqueezeExcite
+
+
+@torch.no_grad()
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv with bias computing bn(conv(x)) in eval mode (folded in float64, rounded once)."""
+    w, dtype = conv.weight, conv.weight.dtype
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                       conv.dilation, conv.groups, bias=True, device=w.device, dtype=dtype)
+    folded.weight.copy_((w.double() * scale.view(-1, 1, 1, 1)).to(dtype))
+    folded.bias.copy_(((bias - bn.running_mean.double()) * scale + bn.bias.double()).to(dtype))
+    return folded
+
+
+class GatedSE(nn.Module):
+    """SqueezeExcite spelled for export: pool -> 1x1 -> ReLU -> 1x1 (bias + 3) -> ReLU6 -> scale.
+
+    Its output is 6x SqueezeExcite's; `_rewrite` divides the next conv's weights by 6.
+    """
+
+    def __init__(self, se: SqueezeExcite):
+        super().__init__()
+        self.reduce = copy.deepcopy(se.reduce)
+        self.expand = copy.deepcopy(se.expand)
+        with torch.no_grad():
+            self.expand.bias.add_(3.0)  # hardsigmoid(z) = relu6(z + 3) / 6
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = F.adaptive_avg_pool2d(x, 1)
+        s = F.relu(self.reduce(s))
+        return x * F.relu6(self.expand(s))
+
+
+def _rewrite(module: nn.Module) -> None:
+    for name, child in list(module.named_children()):
+        if isinstance(child, MBConv) and child.se is not None:
+            _rewrite(child)  # folds the project conv's BN first
+            with torch.no_grad():
+                child.project.conv.weight.div_(6.0)  # GatedSE's gate is 6x hardsigmoid
+            continue
+        if isinstance(child, ConvBNAct) and hasattr(child, "bn"):
+            child.conv = fold_bn(child.conv, child.bn)
+            del child.bn
+        elif isinstance(child, SqueezeExcite):
+            setattr(module, name, GatedSE(child))
+            continue
+        elif isinstance(child, GlobalPool):
+            setattr(module, name, nn.AdaptiveAvgPool2d(1))
+            continue
+        elif isinstance(child, (nn.ReLU, nn.Hardswish)):
+            child.inplace = False
+        elif isinstance(child, Classifier):
+            child.dropout = nn.Identity()
+        _rewrite(child)
+
+
+def deployable(net: nn.Module) -> nn.Module:
+    """An eval-mode copy of `net` (a StaticNet) rewritten for export; `net` is not changed."""
+    out = copy.deepcopy(net).eval()
+    _rewrite(out)
+    for p in out.parameters():
+        p.requires_grad_(False)
+    return out
+
+
+class HardSwishParts(nn.Module):
+    """h-swish as x * relu6(x + 3) * (1/6), for int8 files: XNNPACK has int8 kernels for ADD, MUL
+    and ReLU6 but not for HARD_SWISH, and each op it cannot take splits the graph in two, which in
+    a MobileNetV3 made the int8 file five times slower than the fp32 one.
+
+    The constants are 4-D tensors: the quantizer turns constants into tensors, and litert-torch
+    keeps an op in NHWC only when all its inputs are 4-D, else it wraps it in two TRANSPOSEs.
+    """
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("three", torch.full((1, 1, 1, 1), 3.0))
+        self.register_buffer("sixth", torch.full((1, 1, 1, 1), 1.0 / 6.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * F.relu6(x + self.three) * self.sixth
+
+
+def int8_friendly(module: nn.Module) -> nn.Module:
+    """A copy of a `deployable` module with every h-swish spelled as `HardSwishParts`."""
+    out = copy.deepcopy(module)
+    for parent in list(out.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.Hardswish):
+                setattr(parent, name, HardSwishParts())
+    return out
+
+
+class ChannelsLast(nn.Module):
+    """Takes NHWC input (the layout TFLite kernels use) and feeds `net` NCHW; litert-torch cancels
+    this permute against its own layout change, so the file starts with no TRANSPOSE."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.permute(0, 3, 1, 2))

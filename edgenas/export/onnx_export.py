@@ -1,0 +1,67 @@
+"""ONNX export: opset 18, dynamic batch, NCHW float input, metadata properties in the file.
+
+The TorchScript-based exporter (`dynamo=False`) is used: on these small convolutional graphs it
+gives the same operators as the dynamo exporter in a quarter of the time.
+"""
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgenas.errors import require
+from edgenas.io import atomic_write
+
+OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "input", "logits"
+
+
+def export_onnx(module: nn.Module, resolution: int, path: str | Path, metadata: Mapping[str, Any],
+                opset: int = OPSET) -> Path:
+    """Export `module` (NCHW float input) to `path`, add `metadata` as properties, check it fully."""
+    onnx = require("onnx", "onnx")
+    import io
+
+    example = torch.zeros(2, 3, resolution, resolution)
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's business
+        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+    model = onnx.load_from_string(buffer.getvalue())
+    model.producer_name = "edgenas"
+    for key, value in metadata.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.checker.check_model(model, full_check=True)
+    return atomic_write(path, lambda f: f.write(model.SerializeToString()))
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The metadata properties of an ONNX file, as strings."""
+    onnx = require("onnx", "onnx")
+    return {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+class OnnxRunner:
+    """Runs an ONNX file in onnxruntime on the CPU: NCHW float images in, logits out."""
+
+    def __init__(self, path: str | Path, threads: int | None = 1):
+        ort = require("onnxruntime", "onnx")
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        self.input_name = self.session.get_inputs()[0].name
+
+    def __call__(self, images: torch.Tensor | np.ndarray, batch_size: int = 64) -> np.ndarray:
+        x = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
+        outs = [self.session.run(None, {self.input_name: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+        return np.concatenate(outs)

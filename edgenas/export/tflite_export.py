@@ -1,0 +1,209 @@
+"""TFLite export through litert-torch: fp32, and full-integer int8 by PT2E post-training quantization.
+
+Both files take NHWC input (the layout TFLite kernels use, so no transpose runs on the device)
+with batch 1. The int8 file is integer end to end: int8 input and output with the scale and
+zero point that `TFLiteRunner.io_details()` reports, and no float op inside. litert-torch's
+quantizer leaves h-swish, ReLU6, residual adds and pooling unannotated, which would keep them
+in float behind QUANTIZE/DEQUANTIZE pairs; `_FullIntQuantizer` annotates them too, and every
+one has an int8 TFLite kernel. h-swish is spelled with ADD/ReLU6/MUL (`int8_friendly`) so that
+XNNPACK runs the whole int8 graph.
+
+litert-torch (`edgenas[tflite]`) is imported only here and only when a TFLite format is asked
+for; its import alone takes ~10 s.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sys
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from edgenas.errors import MissingDependencyError, require
+from edgenas.export.graph import ChannelsLast, int8_friendly
+from edgenas.io import atomic_write
+
+CALIB_BATCH = 32
+
+
+def require_litert():
+    """litert-torch, or a MissingDependencyError naming the extra.
+
+    Its first import makes torchao and torch log warnings about optional CUDA kernels and
+    deprecated registrations, and XLA print INFO lines; none concern the user, so they are muted.
+    """
+    if sys.modules.get("litert_torch") is not None:
+        return sys.modules["litert_torch"]
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    noisy = [logging.getLogger(name) for name in ("torchao", "torch.utils._pytree")]
+    levels = [logger.level for logger in noisy]
+    for logger in noisy:
+        logger.setLevel(logging.ERROR)
+    try:
+        return require("litert_torch", "tflite")
+    finally:
+        for logger, level in zip(noisy, levels):
+            logger.setLevel(level)
+
+
+def interpreter_class():
+    """The TFLite Interpreter class: ai_edge_litert, else tflite_runtime (older devices)."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError as exc:
+            raise MissingDependencyError(
+                "no TFLite interpreter is installed; install it with: pip install 'edgenas[tflite]' "
+                "(or pip install tflite-runtime where ai-edge-litert has no wheel)"
+            ) from exc
+    return Interpreter
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Hide litert-torch's progress bars and torch's export warnings during one conversion."""
+    saved = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
+    os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        if saved is None:
+            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+        else:
+            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
+
+
+def _nhwc_example(resolution: int, batch: int = 1) -> torch.Tensor:
+    return torch.zeros(batch, resolution, resolution, 3)
+
+
+def to_nhwc(images: torch.Tensor) -> torch.Tensor:
+    return images.permute(0, 2, 3, 1).contiguous()
+
+
+def convert_fp32(module: nn.Module, resolution: int, path: str | Path) -> Path:
+    """Convert `module` (an eval-mode NCHW net) to an fp32 TFLite file with NHWC input."""
+    litert_torch = require_litert()
+    with _quiet():
+        model = litert_torch.convert(ChannelsLast(module).eval(), (_nhwc_example(resolution),))
+        content = model.model_content()
+    return atomic_write(path, lambda f: f.write(content))
+
+
+def convert_int8(module: nn.Module, resolution: int, calib_images: torch.Tensor, path: str | Path,
+                 batch_size: int = CALIB_BATCH) -> Path:
+    """Full-integer int8 TFLite file, activations calibrated on `calib_images` (NCHW, normalised,
+    already at `resolution`); weights per-channel symmetric, activations per-tensor affine."""
+    litert_torch = require_litert()
+    from litert_torch.quantize import pt2e_quantizer
+    from litert_torch.quantize.quant_config import QuantConfig
+    from torchao.quantization.pt2e import move_exported_model_to_eval
+    from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
+
+    net = ChannelsLast(int8_friendly(module)).eval()
+    quantizer = _full_int_quantizer(pt2e_quantizer)
+    with _quiet(), torch.no_grad():
+        # Batch 2 so the batch dimension stays symbolic (1 would be specialised) and calibration can batch.
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        graph = torch.export.export(net, (_nhwc_example(resolution, 2),), dynamic_shapes=({0: batch},)).module()
+        graph = prepare_pt2e(graph, quantizer)
+        for start in range(0, len(calib_images), batch_size):
+            graph(to_nhwc(calib_images[start:start + batch_size]))
+        graph = convert_pt2e(graph, fold_quantize=False)
+        move_exported_model_to_eval(graph)
+        graph.training = False  # what litert-torch looks at; .eval() is refused on exported graphs
+        model = litert_torch.convert(graph, (_nhwc_example(resolution),),
+                                     quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        content = model.model_content()
+    return atomic_write(path, lambda f: f.write(content))
+
+
+def _full_int_quantizer(pt2e_quantizer):
+    """litert-torch's PT2E quantizer plus annotations for the ops it leaves in float."""
+    from litert_torch.quantize.pt2e_quantizer_utils import QuantizationAnnotation
+
+    aten = torch.ops.aten
+    extra_ops = {aten.hardswish.default, aten.relu6.default, aten.hardtanh.default, aten.relu.default,
+                 aten.add.Tensor, aten.adaptive_avg_pool2d.default, aten.mean.dim}
+
+    class _FullIntQuantizer(pt2e_quantizer.PT2EQuantizer):
+        def annotate(self, model: torch.fx.GraphModule) -> torch.fx.GraphModule:
+            model = super().annotate(model)
+            spec = self.global_config.input_activation
+            for node in model.graph.nodes:
+                if node.op != "call_function" or node.target not in extra_ops:
+                    continue
+                if "quantization_annotation" in node.meta:
+                    continue
+                inputs = {a: spec for a in node.args[:2] if isinstance(a, torch.fx.Node)}
+                node.meta["quantization_annotation"] = QuantizationAnnotation(
+                    input_qspec_map=inputs, output_qspec=spec, _annotated=True)
+            return model
+
+    config = pt2e_quantizer.get_symmetric_quantization_config(is_per_channel=True)
+    return _FullIntQuantizer().set_global(config)
+
+
+class TFLiteRunner:
+    """Runs a TFLite file one image at a time: NCHW float images in, float logits out.
+
+    It transposes to the file's NHWC layout and, for an int8 file, quantizes the input and
+    dequantizes the output with the file's own scale and zero point, as a device would.
+    """
+
+    def __init__(self, path: str | Path, threads: int | None = 1):
+        self.interpreter = interpreter_class()(model_path=str(path), num_threads=threads)
+        self.interpreter.allocate_tensors()
+        self.input = self.interpreter.get_input_details()[0]
+        self.output = self.interpreter.get_output_details()[0]
+        self.layout = "NHWC" if int(self.input["shape"][-1]) == 3 else "NCHW"
+
+    def io_details(self) -> dict:
+        """Shape, dtype and quantization of the input and the output, for the model card."""
+        def describe(d: dict, layout: str | None = None) -> dict:
+            scale, zero_point = d["quantization"]
+            out = {"name": d["name"], "shape": [int(s) for s in d["shape"]], "dtype": np.dtype(d["dtype"]).name}
+            if layout:
+                out["layout"] = layout
+            if scale:
+                out["quantization"] = {"scale": float(scale), "zero_point": int(zero_point)}
+            return out
+
+        return {"input": describe(self.input, self.layout), "output": describe(self.output)}
+
+    def __call__(self, images: torch.Tensor | np.ndarray) -> np.ndarray:
+        x = np.asarray(images, dtype=np.float32)
+        if self.layout == "NHWC":
+            x = x.transpose(0, 2, 3, 1)
+        outs = []
+        for i in range(len(x)):
+            self.interpreter.set_tensor(self.input["index"], _quantize(x[i:i + 1], self.input))
+            self.interpreter.invoke()
+            outs.append(_dequantize(self.interpreter.get_tensor(self.output["index"]), self.output))
+        return np.concatenate(outs)
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if dtype.kind == "f" or not scale:
+        return np.ascontiguousarray(x, dtype=dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    scale, zero_point = detail["quantization"]
+    if np.dtype(detail["dtype"]).kind == "f" or not scale:
+        return y.astype(np.float32)
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)

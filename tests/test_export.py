@@ -1,0 +1,340 @@
+"""`edgenas export` and `edgenas.export`: ONNX / TFLite files, their checks, and the model card."""
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from conftest import require_or_skip  # noqa: E402
+from edgenas.cli import main as cli_main  # noqa: E402
+from edgenas.data import load_dataset  # noqa: E402
+from edgenas.errors import MissingDependencyError  # noqa: E402
+from edgenas.export import (  # noqa: E402
+    ExportMetadata, OnnxRunner, ParityError, TFLiteRunner, export_subnet, load_card, read_metadata,
+)
+from edgenas.space import Arch, arch_cost, largest, load_space, smallest  # noqa: E402
+from edgenas.supernet import Supernet  # noqa: E402
+from edgenas.train.bn import recalibrate_bn, resize  # noqa: E402
+
+SPACE = "mbv3-tiny"
+TRAIN_STEPS = 60
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads are several times slower."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_dataset(None)
+
+
+@pytest.fixture(scope="module")
+def supernet():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return Supernet(load_space(SPACE)).eval()
+
+
+@pytest.fixture(scope="module")
+def arch():
+    return smallest(load_space(SPACE), 24)
+
+
+@pytest.fixture(scope="module")
+def trained(supernet, arch, digits):
+    """The smallest subnet at 24 px, trained for a few SGD steps on digits (~90-95% test accuracy)."""
+    net = supernet.materialize(arch).train()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True)
+    gen = torch.Generator().manual_seed(0)
+    step = 0
+    while step < TRAIN_STEPS:
+        for x, y in digits.batches("train", 64, shuffle=True, generator=gen, drop_last=True):
+            loss = torch.nn.functional.cross_entropy(net(resize(x, 24)), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+            if step == TRAIN_STEPS:
+                break
+    recalibrate_bn(net, digits.train.tensors()[0])
+    return net.eval()
+
+
+def _meta(digits, **kw):
+    return ExportMetadata(dataset="digits", class_names=digits.class_names, mean=digits.mean, std=digits.std, **kw)
+
+
+class FakeTable:
+    """What export needs from a latency table: a name, a device key, predict(arch)."""
+
+    name = "fake-device_onnxruntime-cpu_t1-mbv3-tiny"
+    header = {"device": {"profile_key": "fake-device_onnxruntime-cpu_t1"}}
+
+    def predict(self, arch):
+        return 1.5 + 0.001 * arch.resolution
+
+
+# ------------------------------------------------------------------------------------- ONNX
+
+def test_onnx_export_matches_pytorch_and_carries_metadata(tmp_path, trained, arch, digits):
+    images, labels = digits.test.tensors()
+    report = export_subnet(trained, "onnx", tmp_path, test_data=(images, labels),
+                           metadata=_meta(digits, latency_tables=[FakeTable()]))
+    assert report.valid, report.failures
+    path = tmp_path / "model.onnx"
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+
+    # Parity, checked here independently of the exporter's own check, on real test images.
+    x = resize(images[:64], 24)
+    with torch.no_grad():
+        expected = trained(x).numpy()
+    got = OnnxRunner(path)(x)
+    assert np.abs(got - expected).max() <= 1e-4
+    assert report.results["onnx"].max_abs_diff <= 1e-4
+    assert report.results["onnx"].accuracy > 80  # a trained network, not a trivial one
+
+    meta = read_metadata(path)
+    assert meta["arch"] == str(arch)
+    assert meta["space"] == SPACE and meta["space_hash"] == load_space(SPACE).hash
+    assert json.loads(meta["input_size"]) == [1, 3, 24, 24] and meta["input_layout"] == "NCHW"
+    assert json.loads(meta["mean"]) == pytest.approx(list(digits.mean))
+    assert json.loads(meta["std"]) == pytest.approx(list(digits.std))
+    assert json.loads(meta["class_names"]) == list(digits.class_names)
+    assert json.loads(meta["predicted_latency_ms"]) == {FakeTable.name: pytest.approx(1.524)}
+    assert json.loads(meta["accuracy"]) == pytest.approx(report.card["accuracy"]["fp32"])
+    assert meta["edgenas_version"] == __import__("edgenas").__version__
+
+
+def test_model_card_contents_and_hashes(tmp_path, trained, arch, digits):
+    images, labels = digits.test.tensors()
+    report = export_subnet(trained, ["onnx"], tmp_path, test_data=(images[:100], labels[:100]),
+                           metadata=_meta(digits, latency_tables=[FakeTable()], budget_ms=3.0,
+                                          source={"checkpoint": "ckpt.pt"}))
+    card = load_card(tmp_path)
+    assert card == json.loads((tmp_path / "model.json").read_text()) == report.card
+    space = load_space(SPACE)
+    cost = arch_cost(space, arch)
+    assert card["arch"] == str(arch) and Arch.parse(card["arch"], space) == arch
+    assert card["space"] == {"name": SPACE, "hash": space.hash}
+    assert card["dataset"]["name"] == "digits" and card["dataset"]["num_classes"] == 10
+    assert (card["macs"], card["params"]) == (cost.macs, cost.params)
+    with torch.no_grad():
+        expected = (trained(resize(images[:100], 24)).argmax(1) == labels[:100]).float().mean().item() * 100
+    assert card["accuracy"]["fp32"] == pytest.approx(expected) and card["accuracy"]["images"] == 100
+    assert card["latency"]["predicted_ms"] == {FakeTable.name: pytest.approx(1.524)}
+    assert card["latency"]["budget_ms"] == 3.0 and card["source"] == {"checkpoint": "ckpt.pt"}
+    entry = card["files"]["onnx"]
+    data = (tmp_path / "model.onnx").read_bytes()
+    assert entry["sha256"] == hashlib.sha256(data).hexdigest() and entry["bytes"] == len(data)
+    assert entry["valid"] is True and card["valid"] is True and entry["error"] is None
+    assert entry["input"]["layout"] == "NCHW" and entry["input"]["shape"] == ["batch", 3, 24, 24]
+    assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_parity_error_is_typed_and_the_file_is_kept_invalid(tmp_path, trained, digits):
+    images, labels = digits.test.tensors()
+    report = export_subnet(trained, "onnx", tmp_path, test_data=(images[:50], labels[:50]),
+                           metadata=_meta(digits), atol=0.0)
+    # With a zero tolerance the last-bit differences of a real runtime fail the check.
+    result = report.results["onnx"]
+    assert not report.valid and not result.valid
+    assert isinstance(result.exception, ParityError)
+    assert result.exception.atol == 0.0 and result.exception.max_diff == result.max_abs_diff > 0
+    assert (tmp_path / "model.onnx").is_file() and load_card(tmp_path)["files"]["onnx"]["valid"] is False
+    with pytest.raises(ParityError, match="more than the tolerance"):
+        report.raise_for_failures()
+
+
+# --------------------------------------------------------------------------------------- CLI
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory, supernet):
+    """A supernet.pt as `edgenas train` writes it (untrained weights: the CLI checks need no accuracy)."""
+    from edgenas.train.checkpoint import payload, save
+    from edgenas.train.config import TrainConfig
+
+    path = tmp_path_factory.mktemp("ckpt") / "supernet.pt"
+    save(path, payload("supernet", TrainConfig(space=SPACE), supernet.space, supernet, progress={}, metrics={}))
+    return path
+
+
+def _cli(*args: str) -> int:
+    return cli_main(["export", *map(str, args), "--bn-images", "200", "--eval-images", "100"])
+
+
+def test_cli_exports_from_results_and_measures_on_the_device(tmp_path, checkpoint, arch, capsys, caplog):
+    space = load_space(SPACE)
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({
+        "format": "edgenas-search-results", "space": {"name": SPACE, "hash": space.hash},
+        "objective": "accuracy", "budget": {"latency_ms[local-cpu]": 1e-4},
+        "top": [{"arch": str(largest(space)), "accuracy": 90.0, "latency_ms": {"local-cpu": 5e-5}},
+                {"arch": str(arch), "accuracy": 80.0, "latency_ms": {"local-cpu": 4e-5}}],
+    }))
+    out = tmp_path / "deploy"
+    with caplog.at_level(logging.WARNING):
+        code = _cli("--supernet", checkpoint, "--from", results, "--rank", 2, "--format", "onnx", "--out", out,
+                    "--measure", "local-cpu")
+    text = capsys.readouterr().out
+    assert code == 0, text
+    assert "[ok]" in text and "model.onnx" in text and "max |diff|" in text
+    card = load_card(out)
+    assert card["arch"] == str(arch) and card["source"]["rank"] == 2
+    assert card["latency"]["predicted_ms"] == {"local-cpu": 4e-5} and card["latency"]["budget_ms"] == 1e-4
+    measured = card["files"]["onnx"]["measured"]
+    assert measured["device"] == "local-cpu" and measured["median_ms"] > 0 and measured["error"] is None
+    assert measured["predicted_ms"] == 4e-5 and measured["over_budget"] is True
+    assert "predicted 4e-05 ms (local-cpu" in text
+    warning = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
+    assert "over the search budget of 0.0001 ms" in warning and f"{measured['median_ms']:.3f} ms" in warning
+
+
+def test_cli_failed_parity_exits_1_and_marks_the_file_invalid(tmp_path, checkpoint, arch, capsys, monkeypatch):
+    import edgenas.export.api as api
+
+    real = api.deployable
+
+    def corrupted(net):  # a converter bug stand-in: the exported weights are not the network's
+        module = real(net)
+        with torch.no_grad():
+            next(module.parameters()).mul_(1.5)
+        return module
+
+    monkeypatch.setattr(api, "deployable", corrupted)
+    code = _cli("--supernet", checkpoint, "--arch", arch, "--format", "onnx", "--out", tmp_path)
+    text = capsys.readouterr().out
+    assert code == 1
+    assert "[FAILED]" in text and "differ from PyTorch by up to" in text and "tolerance 0.0001" in text
+    card = load_card(tmp_path)
+    assert card["valid"] is False and card["files"]["onnx"]["valid"] is False
+    assert card["files"]["onnx"]["max_abs_diff"] > 1e-4 and "tolerance" in card["files"]["onnx"]["error"]
+    assert (tmp_path / "model.onnx").is_file()
+
+
+def test_missing_litert_gives_the_install_command(tmp_path, checkpoint, arch, trained, digits, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "litert_torch", None)  # `import litert_torch` now raises ImportError
+    code = cli_main(["export", "--supernet", str(checkpoint), "--arch", str(arch), "--format", "onnx,tflite",
+                     "--out", str(tmp_path / "cli")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "litert_torch is not installed" in err and "pip install 'edgenas[tflite]'" in err
+    with pytest.raises(MissingDependencyError, match="edgenas\\[tflite\\]"):
+        export_subnet(trained, "tflite-int8", tmp_path / "lib", digits.train.tensors()[0][:8])
+    assert not (tmp_path / "cli").exists() and not (tmp_path / "lib").exists()  # nothing written
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "onnx,coreml"], "unknown export format 'coreml'"),
+    (["--arch", "r24_x"], "cannot read block 'x'"),
+])
+def test_cli_user_errors_exit_2(tmp_path, checkpoint, arch, capsys, args, message):
+    base = {"--arch": str(arch), "--format": "onnx"}
+    base.update(dict(zip(args[::2], args[1::2])))
+    argv = ["export", "--supernet", str(checkpoint), "--out", str(tmp_path)]
+    for k, v in base.items():
+        argv += [k, v]
+    assert cli_main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cli_rank_out_of_range(tmp_path, checkpoint, capsys):
+    results = tmp_path / "r.json"
+    results.write_text(json.dumps({"results": [{"arch": "r24_x"}]}))
+    assert cli_main(["export", "--supernet", str(checkpoint), "--from", str(results), "--rank", "3",
+                     "--out", str(tmp_path)]) == 2
+    assert "--rank 3 is out of range" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------ TFLite
+
+@pytest.mark.slow
+def test_tflite_fp32_parity_and_int8_agreement(tmp_path, trained, digits):
+    require_or_skip(importlib.util.find_spec("litert_torch") is not None,
+                    "litert-torch is not installed (pip install 'edgenas[tflite]')")
+    images, labels = digits.test.tensors()
+    calib = digits.sample_images("train", 128, torch.Generator().manual_seed(1))
+    report = export_subnet(trained, "tflite,tflite-int8", tmp_path, calib, (images, labels), _meta(digits))
+    fp32, int8 = report.results["tflite"], report.results["tflite-int8"]
+
+    # fp32: the same logits as PyTorch, checked here on real test images.
+    x = resize(images[:32], 24)
+    with torch.no_grad():
+        expected = trained(x).numpy()
+    runner = TFLiteRunner(tmp_path / "model.tflite")
+    assert np.abs(runner(x) - expected).max() <= 1e-4 and fp32.valid and fp32.max_abs_diff <= 1e-4
+
+    # int8: integer input and output, >= 98% top-1 agreement, <= 1 pp accuracy drop on the test split.
+    q = TFLiteRunner(tmp_path / "model_int8.tflite")
+    io = q.io_details()
+    assert io["input"]["dtype"] == "int8" and io["output"]["dtype"] == "int8"
+    with torch.no_grad():
+        ref = trained(resize(images, 24)).numpy()
+    got = q(resize(images, 24))
+    agreement = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    drop = 100 * (np.mean(ref.argmax(1) == labels.numpy()) - np.mean(got.argmax(1) == labels.numpy()))
+    print(f"int8: agreement {100 * agreement:.2f}%, accuracy drop {drop:.2f} pp "
+          f"(fp32 {report.card['accuracy']['fp32']:.2f}%)")
+    assert agreement >= 0.98 and drop <= 1.0
+    assert int8.valid and int8.agreement == pytest.approx(agreement) and int8.accuracy_drop_pp == pytest.approx(drop)
+
+    card = load_card(tmp_path)
+    assert card["valid"] is True and card["accuracy"]["int8"] == pytest.approx(int8.accuracy)
+    for fmt in ("tflite", "tflite-int8"):
+        entry = card["files"][fmt]
+        assert entry["layout"] == "NHWC" and entry["input"]["shape"] == [1, 24, 24, 3]
+        assert entry["sha256"] == hashlib.sha256((tmp_path / entry["file"]).read_bytes()).hexdigest()
+    quant = card["files"]["tflite-int8"]
+    assert quant["input"]["quantization"] == {"scale": pytest.approx(q.input["quantization"][0]),
+                                              "zero_point": q.input["quantization"][1]}
+    assert set(quant["output"]["quantization"]) == {"scale", "zero_point"}
+
+
+def test_cli_refuses_a_profile_that_cannot_run_the_formats_before_exporting(tmp_path, checkpoint, arch, capsys):
+    profile = tmp_path / "tflite-box.yaml"
+    profile.write_text("name: tflite-box\ntransport: local\nruntime: tflite\n")
+    out = tmp_path / "deploy"
+    code = cli_main(["export", "--supernet", str(checkpoint), "--arch", str(arch), "--format", "onnx",
+                     "--out", str(out), "--measure", str(profile)])
+    assert code == 2
+    assert "tflite-box runs tflite models, but the export has no .tflite file" in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_cli_predicts_latency_from_a_latency_table(tmp_path, checkpoint, arch, capsys):
+    from edgenas.latency import LatencyTable
+    from edgenas.latency.table import entry
+    from edgenas.space import arch_ops
+
+    space = load_space(SPACE)
+    table = LatencyTable.create(space, "box_onnxruntime-cpu_t1-mbv3-tiny",
+                                device={"profile": "box", "profile_key": "box_onnxruntime-cpu_t1"})
+    ops = arch_ops(space, arch)
+    for op in ops:
+        table.set(op.key, entry(0.25, 0.25, 0.0, 10))
+    path = table.save(tmp_path / "box.yaml")
+    code = _cli("--supernet", checkpoint, "--arch", arch, "--format", "onnx", "--out", tmp_path / "out",
+                "--latency-table", path)
+    assert code == 0
+    card = load_card(tmp_path / "out")
+    assert card["latency"]["predicted_ms"] == {table.name: pytest.approx(0.25 * len(ops))}
+    assert card["latency"]["tables"] == {table.name: "box_onnxruntime-cpu_t1"}
+    assert f"predicted latency {0.25 * len(ops):.3f} ms ({table.name})" in capsys.readouterr().out
+    meta = json.loads(read_metadata(tmp_path / "out" / "model.onnx")["predicted_latency_ms"])
+    assert meta == {table.name: pytest.approx(0.25 * len(ops))}
