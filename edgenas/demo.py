@@ -1,0 +1,205 @@
+"""`edgenas demo`: the whole path on the embedded default, with no network and no device.
+
+    train a mbv3-tiny supernet on the bundled digits
+      -> build its accuracy predictor
+      -> profile this machine's CPU (local transport, onnxruntime) into a latency table
+      -> search the best subnet under a budget in the middle of the table's reachable range
+      -> export it (ONNX, and TFLite when installed), checked against PyTorch
+      -> measure the exported files on this CPU
+      -> a summary table, and report.md with the plots, in the run directory
+
+Every step writes its files into the run directory and skips work it finds already done, so an
+interrupted demo resumes where it stopped when run again with the same --out.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from edgenas.io import atomic_write_text
+
+log = logging.getLogger("edgenas.demo")
+
+# Relative error of a latency prediction the demo allows for when it searches under its budget.
+SAFETY_MARGIN = 0.10
+
+# This machine as the device: no SSH, onnxruntime on one CPU thread.
+LOCAL_CPU = {"name": "local-cpu", "transport": "local", "runtime": "onnxruntime", "threads": 1,
+             "warmup": 5, "runs": 20}
+
+
+@dataclass
+class DemoResult:
+    out_dir: Path
+    arch: str
+    accuracy: dict[str, float]  # format -> test accuracy (%) of the exported file
+    predicted_accuracy: float  # by the predictor
+    budget_ms: float
+    predicted_ms: float
+    measured_ms: dict[str, float | None]  # format -> measured median on this CPU
+    sizes: dict[str, int]  # format -> file bytes
+    macs: int
+    params: int
+    seconds: dict[str, float] = field(default_factory=dict)  # step -> wall time
+    report: Path | None = None
+
+    @property
+    def within_budget(self) -> bool:
+        onnx = self.measured_ms.get("onnx")
+        return onnx is not None and onnx <= self.budget_ms
+
+
+def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None = None, samples: int = 300,
+             formats: list[str] | None = None, seed: int = 0,
+             progress: bool | None = None) -> DemoResult:
+    """Run every step (see the module docstring); `overrides` are `edgenas train --set` items."""
+    from edgenas.data import load_dataset
+    from edgenas.device import DeviceProfile
+    from edgenas.export.api import ExportMetadata, export_subnet
+    from edgenas.export.measure import measure_exports
+    from edgenas.latency.profiler import profile_device
+    from edgenas.latency.table import LatencyTable
+    from edgenas.search import Constraint, cost_metric, latency_metric, metric_range, predictor_metric, search
+    from edgenas.search.measure import build_predictor
+    from edgenas.search.predictor import AccuracyPredictor
+    from edgenas.space import Arch, arch_cost
+    from edgenas.train.bn import recalibrate_bn
+    from edgenas.train.checkpoint import load_supernet
+    from edgenas.train.config import load_config
+    from edgenas.train.evaluate import calibration_images
+    from edgenas.train.trainer import train
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seconds: dict[str, float] = {}
+    clock = time.monotonic()
+
+    def step(name: str) -> None:
+        nonlocal clock
+        now = time.monotonic()
+        seconds[name] = round(now - clock, 1)
+        clock = now
+        log.info("demo: %s done in %.0f s", name, seconds[name])
+
+    # 1. Train (resumes from the run's checkpoint when one is there).
+    train_dir = out / "train"
+    cfg = load_config(None, list(overrides or []))
+    if not (train_dir / "supernet.pt").exists():
+        train(cfg, train_dir, resume=(train_dir / "checkpoint.pt").exists(), progress=progress)
+    supernet, info = load_supernet(train_dir)
+    space = supernet.space
+    dataset = load_dataset(info.data)
+    step("train")
+
+    # 2. Accuracy predictor (its measurements are appended as they come, so it resumes too).
+    predictor_path = out / "predictor.pt"
+    if predictor_path.exists():
+        predictor = AccuracyPredictor.load(predictor_path, space)
+    else:
+        predictor, report = build_predictor(supernet, dataset, predictor_path, samples=samples, seed=seed)
+        log.info("demo: predictor RMSE %.2f pp, Spearman %.3f on %d held-out subnets",
+                 report.rmse, report.spearman, report.n_test)
+    step("predictor")
+
+    # 3. Profile this CPU (only missing keys are measured on a rerun).
+    profile = DeviceProfile.from_dict(LOCAL_CPU, source="edgenas demo")
+    table_path = out / "latency_table.yaml"
+    profile_device(profile, space, out=table_path, progress=bool(progress), seed=seed)
+    table = LatencyTable.load(table_path)
+    step("profile")
+
+    # 4. Search under the midpoint of the reachable latency range.
+    latency = latency_metric(table, "local-cpu", space)
+    reach = metric_range(space, latency)
+    budget = round((reach.minimum + reach.maximum) / 2, 3)
+    # The search aims below the budget by the table's tolerance (predictions are checked to be
+    # within +-10% of measurements), so that the measured latency, not only the predicted one, fits.
+    target = round(budget / (1 + SAFETY_MARGIN), 3)
+    log.info("demo: reachable latency %.3f..%.3f ms on this CPU; budget %.3f ms, searching under %.3f ms",
+             reach.minimum, reach.maximum, budget, target)
+    result = search(space, predictor_metric(predictor), [Constraint(latency, target)], "evolution", seed=seed,
+                    report=[latency, cost_metric("mflops"), cost_metric("mparams")])
+    result.extra["tables"] = {"local-cpu": str(table_path)}
+    result.save(out / "search.json")
+    result.plot(out / "search.png")
+    best = result.best
+    arch = Arch.parse(best["arch"], space)
+    step("search")
+
+    # 5. Export the winner, BN recalibrated, checked against PyTorch on the test split.
+    net = supernet.materialize(arch)
+    calib = calibration_images(dataset, 2000, seed)
+    recalibrate_bn(net, calib)
+    formats = formats or _available_formats()
+    test_x, test_y = dataset.test.tensors()
+    meta = ExportMetadata(dataset=dataset.name, class_names=dataset.class_names, mean=dataset.mean, std=dataset.std,
+                          space=space, latency_tables=[table], budget_ms=budget,
+                          source={"checkpoint": str(train_dir / "supernet.pt"), "results": str(out / "search.json")})
+    exported = export_subnet(net, formats, out / "export", calib_images=calib[:256], test_data=(test_x, test_y),
+                             metadata=meta)
+    exported.raise_for_failures()
+    step("export")
+
+    # 6. Measure the exported files on this CPU.
+    comparisons = measure_exports(exported, profile, budget)
+    step("measure")
+
+    cost = arch_cost(space, arch)
+    summary = DemoResult(
+        out_dir=out, arch=str(arch),
+        accuracy={f: r.accuracy for f, r in exported.results.items()},
+        predicted_accuracy=float(best[result.accuracy_name]), budget_ms=budget,
+        predicted_ms=float(table.predict(arch, space)),
+        measured_ms={c.format: c.measured_ms for c in comparisons},
+        sizes={f: r.path.stat().st_size for f, r in exported.results.items() if r.path},
+        macs=cost.macs, params=cost.params,
+        seconds=seconds,
+    )
+    summary.report = write_report(summary, train_dir, out)
+    return summary
+
+
+def _available_formats() -> list[str]:
+    try:
+        import litert_torch  # noqa: F401
+
+        return ["onnx", "tflite"]
+    except ImportError:
+        log.warning("demo: litert-torch is not installed, exporting ONNX only (pip install 'edgenas[tflite]')")
+        return ["onnx"]
+
+
+def summary_table(r: DemoResult) -> str:
+    """The lines `edgenas demo` prints at the end."""
+    rows = [("arch", r.arch),
+            ("MACs / params", f"{r.macs / 1e6:.2f} M / {r.params / 1e6:.3f} M"),
+            ("predicted accuracy", f"{r.predicted_accuracy:.2f} %"),
+            ("latency budget", f"{r.budget_ms:.3f} ms (middle of this CPU's reachable range; searched "
+                               f"under {r.budget_ms / (1 + SAFETY_MARGIN):.3f} ms for prediction error)"),
+            ("predicted latency", f"{r.predicted_ms:.3f} ms")]
+    for fmt in r.accuracy:
+        acc = r.accuracy[fmt]
+        ms = r.measured_ms.get(fmt)
+        rows.append((f"{fmt}", f"test accuracy {acc:.2f} %" if acc is not None else "test accuracy n/a"))
+        rows.append((f"  measured", f"{ms:.3f} ms" if ms is not None else "not measured"))
+        rows.append((f"  size", f"{r.sizes.get(fmt, 0) / 1024:.0f} KiB"))
+    rows.append(("verdict", "measured latency within budget" if r.within_budget else "measured latency OVER budget"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
+
+
+def write_report(r: DemoResult, train_dir: Path, out: Path) -> Path:
+    """report.md: the summary, the step times, and the plots the steps drew."""
+    plots = [("Training: loss and accuracy per phase", train_dir / "train_plot.png"),
+             ("Search: predicted accuracy against latency", out / "search.png")]
+    lines = ["# edgenas demo report", "", "```", summary_table(r), "```", "", "## Time per step", ""]
+    lines += [f"- {name}: {sec:.0f} s" for name, sec in r.seconds.items()]
+    lines += ["", f"Total: {sum(r.seconds.values()):.0f} s", ""]
+    for title, path in plots:
+        if path.exists():
+            lines += [f"## {title}", "", f"![{title}]({path.relative_to(out)})", ""]
+    lines += ["## Files", "", "- `train/`: checkpoints, `train_log.jsonl`, the trained `supernet.pt`",
+              "- `predictor.pt`: the accuracy predictor", "- `latency_table.yaml`: this CPU's latency table",
+              "- `search.json`: the best subnets found", "- `export/`: the model files and their model card `model.json`"]
+    return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

@@ -1,0 +1,38 @@
+"""`edgenas demo` end to end, as a user runs it, on a reduced budget (few steps, few subnets)."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+QUICK = ["--samples", "30", "--formats", "onnx", "--set", "train.steps_per_epoch=3", "--set", "train.validate=false",
+         "--set", "train.bn_recal_images=200"]
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_and_resumes(tmp_path):
+    out = tmp_path / "demo"
+    cmd = [sys.executable, "-m", "edgenas", "demo", "--out", str(out), *QUICK, "--json"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    assert run.returncode == 0, run.stderr[-3000:]
+    summary = json.loads(run.stdout)
+    assert summary["within_budget"] is True
+    assert summary["measured_ms"]["onnx"] <= summary["budget_ms"]
+    assert summary["accuracy"]["onnx"] is not None
+    for name in ("train/supernet.pt", "predictor.pt", "latency_table.yaml", "search.json", "search.png",
+                 "export/model.onnx", "export/model.json", "report.md"):
+        assert (out / name).exists(), name
+    report = (out / "report.md").read_text()
+    assert summary["arch"] in report and "![" in report
+    # A second run finds every step done and only searches, exports and measures again.
+    again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "training mbv3-tiny" not in again.stderr
+    assert json.loads(again.stdout)["arch"] == summary["arch"]
+
+
+def test_demo_bad_override_is_one_line_exit_2(tmp_path):
+    run = subprocess.run([sys.executable, "-m", "edgenas", "demo", "--out", str(tmp_path), "--set", "train.nope=1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 2
+    assert "nope" in run.stderr and "Traceback" not in run.stderr
