@@ -269,7 +269,7 @@ def test_tflite_fp32_parity_and_int8_agreement(tmp_path, trained, digits):
     require_or_skip(importlib.util.find_spec("litert_torch") is not None,
                     "litert-torch is not installed (pip install 'edgenas[tflite]')")
     images, labels = digits.test.tensors()
-    calib = digits.sample_images("train", 128, torch.Generator().manual_seed(1))
+    calib = digits.sample_images("train", 256, torch.Generator().manual_seed(1))
     report = export_subnet(trained, "tflite,tflite-int8", tmp_path, calib, (images, labels), _meta(digits))
     fp32, int8 = report.results["tflite"], report.results["tflite-int8"]
 

@@ -1,7 +1,7 @@
 """Export speed and int8-vs-fp32 TFLite latency for subnets of an OFA-MobileNetV3 space.
 
     python benchmarks/export/bench_export.py --space mbv3-w1.0 --resolution 224 --subnets 5 --out /tmp/bench-export
-    python benchmarks/export/bench_export.py --kernels 3,5 --skip-end-to-end --out /tmp/bench-export-k35
+    python benchmarks/export/bench_export.py --kernels 3,5 --subnets 3 --skip-end-to-end --out /tmp/bench-export-k35
 
 For each of `--subnets` random subnets (seeded) at `--resolution`:
   1. materialize it from a randomly initialised supernet and recalibrate BN on random images
