@@ -102,10 +102,10 @@ class _Graph:
         return self.node("ReduceMean", [x], axes=[2, 3], keepdims=1)
 
     def gate(self, x: str, deployed: bool) -> str:
-        """hardsigmoid; the deployed spelling is relu6(x) * 1/6 with the +3 in the conv bias."""
+        """hardsigmoid; the deployed spelling (edgenas.export.graph.GatedSE) is relu6(x), with the +3
+        in the conv bias and the 1/6 folded into the block's project conv weights."""
         if deployed:
-            clipped = self.node("Clip", [x, self.scalar(0.0), self.scalar(6.0)])
-            return self.node("Mul", [clipped, self.scalar(1.0 / 6.0)])
+            return self.node("Clip", [x, self.scalar(0.0), self.scalar(6.0)])
         return self.node("HardSigmoid", [x], alpha=1.0 / 6)
 
 
