@@ -187,13 +187,21 @@ class _Trainer:
         self.supernet.to(self.device)
         if t.channels_last:
             self.supernet.to(memory_format=torch.channels_last)
+            for q in self.supernet.parameters():  # [C, 1, k, k] and [O, I, 1, 1]: same bytes either way; the
+                if q.dim() == 4 and (q.size(1) == 1 or q.shape[2:] == (1, 1)):  # strides gradients get (and DDP expects)
+                    q.data = q.data.contiguous()
         self.dist.broadcast_module(self.supernet)
         self.model: nn.Module = self.supernet
         if dist.active and t.grad_sync == "ddp":
             from torch.nn.parallel import DistributedDataParallel as DDP
 
+            import inspect
+
             ids = [self.device.index] if self.device.type == "cuda" else None
-            self.model = DDP(self.supernet, device_ids=ids, find_unused_parameters=True, broadcast_buffers=False)
+            # Buffers are averaged at checkpoints instead of broadcast at every forward (the keyword changed in torch 2.13).
+            sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
+                    else "broadcast_buffers")
+            self.model = DDP(self.supernet, device_ids=ids, find_unused_parameters=True, **{sync: False})
         self.teacher = None
         if self.train_state.get("teacher") is not None:
             self.teacher = self._new_teacher()
@@ -310,8 +318,9 @@ class _Trainer:
                 self.on_step(StepEvent(phase, p, e, s, archs, loss_sum / n))
             if bar is not None:
                 rate = (float(sums[3]) - images0) * self.dist.world / max(time.perf_counter() - t0, 1e-9)
+                bar.set_postfix({"loss": f"{sums[0] / sums[2]:.3f}", "acc": f"{100 * sums[1] / sums[2]:.1f}%",
+                                 "img/s": f"{rate:.0f}"}, refresh=False)
                 bar.update(1)
-                bar.set_postfix(loss=f"{sums[0] / sums[2]:.3f}", acc=f"{100 * sums[1] / sums[2]:.1f}%", img_s=f"{rate:.0f}")
             if flags[0]:  # a signal on some rank: every rank stops after this same step
                 if bar is not None:
                     bar.close()
