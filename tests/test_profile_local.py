@@ -50,6 +50,7 @@ def test_profile_builds_a_complete_table_with_a_header(built, space):
     cal = h["calibration"]
     assert cal["overhead_ms"] > 0 and cal["fitted_on"] == 2 and len(cal["networks"]) == 2 and cal["scale"] > 0
     table = LatencyTable.load(built.path)
+    assert table.resolutions == [24]
     assert 0 < table.predict(smallest(space, 24)) < table.predict(largest(space, 24))
 
 
@@ -70,18 +71,27 @@ def test_an_interrupted_run_keeps_what_it_measured(tmp_path, space):
     out = tmp_path / "t.yaml"
     seen = []
 
-    def interrupt(key, result):
-        seen.append(key)
-        if len(seen) == 30:
-            raise KeyboardInterrupt
+    def interrupt_after(n):
+        def hook(key, result):
+            seen.append(key)
+            if len(seen) == n:
+                raise KeyboardInterrupt
+        return hook
 
-    with pytest.raises(KeyboardInterrupt):
-        profile_device(LOCAL, space, out=out, calibrate=0, on_result=interrupt, **FAST)
+    with pytest.raises(KeyboardInterrupt):  # among the ops
+        profile_device(LOCAL, space, out=out, calibrate=2, on_result=interrupt_after(30), **FAST)
     saved = set(LatencyTable.load(out).ops)
     assert saved == set(seen)  # everything stored before the interrupt is on disk
-    report = profile_device(LOCAL, space, out=out, calibrate=0, **FAST)
-    assert not set(report.measured) & saved
-    assert set(report.measured) | saved == {op.key for op in enumerate_ops(space, [24])}
+    seen.clear()
+    with pytest.raises(KeyboardInterrupt):  # at the first calibration subnet
+        profile_device(LOCAL, space, out=out, calibrate=2, on_result=interrupt_after(96 - 30 + 1), **FAST)
+    assert not set(seen[:-1]) & saved and set(seen[:-1]) | saved == {op.key for op in enumerate_ops(space, [24])}
+    assert seen[-1].startswith("net:")
+    table = LatencyTable.load(out)
+    assert list(table.header["calibration"]["networks"]) == [seen[-1][4:]]
+    report = profile_device(LOCAL, space, out=out, calibrate=2, **FAST)
+    assert report.measured == [] and len(report.networks_measured) == 1 and report.networks_measured[0] != seen[-1][4:]
+    assert LatencyTable.load(out).header["calibration"]["fitted_on"] == 2
 
 
 def test_a_table_of_another_space_or_device_is_refused(built, tmp_path):

@@ -36,7 +36,7 @@ def main():
     predictor = table.predictor()
     rng = np.random.default_rng(0)
     genomes = sample_genomes(space, rng, args.n)
-    measured = [space.resolutions.index(r) for r in table.header.get("resolutions", space.resolutions)]
+    measured = [space.resolutions.index(r) for r in table.resolutions]
     genomes[:, 0] = rng.choice(measured, args.n)  # only resolutions the table has
     predictor(genomes[:10])
     best = min(_time(lambda: predictor(genomes)) for _ in range(args.repeats))

@@ -215,6 +215,11 @@ class LatencyTable:
         return str(self.header.get("name", self.path.stem if self.path else "latency table"))
 
     @property
+    def resolutions(self) -> list[int]:
+        """The input resolutions the table was measured at (a subnet at another one is a missing key)."""
+        return [int(r) for r in (self.header.get("resolutions") or self.space().resolutions)]
+
+    @property
     def calibration(self) -> Calibration:
         return Calibration.from_header(self.header)
 

@@ -90,8 +90,7 @@ def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | st
     table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
     profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
     space = table.space()
-    res = table.header.get("resolutions") or list(space.resolutions)
-    archs = validation_archs(space, res, n, seed)
+    archs = validation_archs(space, table.resolutions, n, seed)
     predicted = table.predict(archs, space)  # fails on a missing key before measuring anything
     results = measure_networks(profile, model_format(profile.runtime), space, archs, transport,
                                progress=progress, desc=f"{profile.name} validation")
