@@ -21,12 +21,17 @@ from edgenas.io import atomic_write_text
 
 log = logging.getLogger("edgenas.demo")
 
-# Relative error of a latency prediction the demo allows for when it searches under its budget.
+# The least relative error of a latency prediction the demo allows for when it searches under its
+# budget; a table whose calibration subnets measured further above its predictions widens it.
 SAFETY_MARGIN = 0.10
 
-# This machine as the device: no SSH, onnxruntime on one CPU thread.
+# This machine as the device: no SSH, onnxruntime on one CPU thread. The timed runs are split into
+# rounds and the least disturbed round counts, so that other processes on a shared machine do not
+# push a measurement over the budget (see the agent's docstring).
 LOCAL_CPU = {"name": "local-cpu", "transport": "local", "runtime": "onnxruntime", "threads": 1,
-             "warmup": 5, "runs": 20}
+             "warmup": 10, "runs": 60, "rounds": 3}
+# The exported file is measured once, over a longer window of rounds (about half a second).
+LOCAL_CPU_FINAL = dict(LOCAL_CPU, runs=400, rounds=20)
 
 
 @dataclass
@@ -36,6 +41,7 @@ class DemoResult:
     accuracy: dict[str, float]  # format -> test accuracy (%) of the exported file
     predicted_accuracy: float  # by the predictor
     budget_ms: float
+    target_ms: float  # what the search aimed under: the budget less the table's error margin
     predicted_ms: float
     measured_ms: dict[str, float | None]  # format -> measured median on this CPU
     sizes: dict[str, int]  # format -> file bytes
@@ -113,11 +119,13 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     latency = latency_metric(table, "local-cpu", space)
     reach = metric_range(space, latency)
     budget = round((reach.minimum + reach.maximum) / 2, 3)
-    # The search aims below the budget by the table's tolerance (predictions are checked to be
-    # within +-10% of measurements), so that the measured latency, not only the predicted one, fits.
-    target = round(budget / (1 + SAFETY_MARGIN), 3)
-    log.info("demo: reachable latency %.3f..%.3f ms on this CPU; budget %.3f ms, searching under %.3f ms",
-             reach.minimum, reach.maximum, budget, target)
+    # The search aims below the budget by the table's error, so that the measured latency, not
+    # only the predicted one, fits: at least 10%, more when a calibration subnet measured further
+    # above its prediction (small models on a shared CPU).
+    margin = max(SAFETY_MARGIN, table.worst_underprediction(space))
+    target = round(budget / (1 + margin), 3)
+    log.info("demo: reachable latency %.3f..%.3f ms on this CPU; budget %.3f ms, searching under %.3f ms "
+             "(the table's error margin is %.0f%%)", reach.minimum, reach.maximum, budget, target, 100 * margin)
     result = search(space, predictor_metric(predictor), [Constraint(latency, target)], "evolution", seed=seed,
                     report=[latency, cost_metric("mflops"), cost_metric("mparams")])
     result.extra["tables"] = {"local-cpu": str(table_path)}
@@ -142,14 +150,14 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     step("export")
 
     # 6. Measure the exported files on this CPU.
-    comparisons = measure_exports(exported, profile, budget)
+    comparisons = measure_exports(exported, DeviceProfile.from_dict(LOCAL_CPU_FINAL, source="edgenas demo"), budget)
     step("measure")
 
     cost = arch_cost(space, arch)
     summary = DemoResult(
         out_dir=out, arch=str(arch),
         accuracy={f: r.accuracy for f, r in exported.results.items()},
-        predicted_accuracy=float(best[result.accuracy_name]), budget_ms=budget,
+        predicted_accuracy=float(best[result.accuracy_name]), budget_ms=budget, target_ms=target,
         predicted_ms=float(table.predict(arch, space)),
         measured_ms={c.format: c.measured_ms for c in comparisons},
         sizes={f: r.path.stat().st_size for f, r in exported.results.items() if r.path},
@@ -176,7 +184,7 @@ def summary_table(r: DemoResult) -> str:
             ("MACs / params", f"{r.macs / 1e6:.2f} M / {r.params / 1e6:.3f} M"),
             ("predicted accuracy", f"{r.predicted_accuracy:.2f} %"),
             ("latency budget", f"{r.budget_ms:.3f} ms (middle of this CPU's reachable range; searched "
-                               f"under {r.budget_ms / (1 + SAFETY_MARGIN):.3f} ms for prediction error)"),
+                               f"under {r.target_ms:.3f} ms for prediction error)"),
             ("predicted latency", f"{r.predicted_ms:.3f} ms")]
     for fmt in r.accuracy:
         acc = r.accuracy[fmt]

@@ -139,6 +139,36 @@ def test_agent_measures_each_model_and_a_failure_is_data(models):
     assert events[0] == "ready" and events[-1] == "done"
 
 
+def test_agent_rounds_report_the_lowest_round_median(models):
+    p = agent("--runtime", "onnxruntime", "--warmup", 1, "--runs", 10, "--rounds", 3, models["matmul"])
+    assert p.returncode == 0, p.stderr
+    (r,) = results_of(p.stdout)
+    assert r["count"] == 10 and len(r["round_medians_ms"]) == 3
+    assert r["median_ms"] == min(r["round_medians_ms"]) and r["statistic"] == "lowest of 3 round medians"
+
+
+def test_round_stats_reject_a_disturbed_round():
+    import numpy as np
+
+    mod = _agent_module()
+    quiet, noisy = [0.001] * 5, [0.004] * 5  # seconds: one round slowed down 4x by another process
+    split = mod.round_stats_ms(np, [noisy, quiet, noisy])
+    assert split["median_ms"] == pytest.approx(1.0) and split["count"] == 15
+    plain = mod.round_stats_ms(np, [noisy + quiet + noisy])
+    assert plain["median_ms"] == pytest.approx(4.0) and "round_medians_ms" not in plain
+    assert [len(c) for c in mod.time_runs(lambda: None, 0, 10, 3)] == [4, 3, 3]
+    assert [len(c) for c in mod.time_runs(lambda: None, 0, 2, 5)] == [1, 1]
+
+
+def _agent_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("edgenas_agent_under_test", AGENT_PATH)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_agent_job_file(models, tmp_path):
     job = tmp_path / "job.json"
     job.write_text(json.dumps({

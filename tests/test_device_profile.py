@@ -98,7 +98,7 @@ def test_ssh_defaults_and_home_expansion(tmp_path):
     assert prof.ssh.password_env is None
     assert prof.ssh.retries >= 0 and prof.ssh.backoff > 0
     assert prof.python == "python3"
-    assert (prof.threads, prof.warmup, prof.runs, prof.workdir) == (1, 10, 50, "/tmp")
+    assert (prof.threads, prof.warmup, prof.runs, prof.rounds, prof.workdir) == (1, 10, 50, 1, "/tmp")
     assert prof.runtime_options == {"providers": ["CPUExecutionProvider"]}
 
 
@@ -122,7 +122,7 @@ def test_key_tracks_runtime_options_and_threads_only():
     keys = {DeviceProfile.from_dict(v).key() for v in variants}
     assert len(keys) == len(variants) and base.key() not in keys
     # How long we measure does not change what is measured.
-    assert DeviceProfile.from_dict(with_(SSH_MIN, warmup=3, runs=7)).key() == base.key()
+    assert DeviceProfile.from_dict(with_(SSH_MIN, warmup=3, runs=7, rounds=3)).key() == base.key()
 
 
 def test_env_values_become_strings(tmp_path):
@@ -138,6 +138,7 @@ BAD = [
     (dict(threads=True), "threads", "integer"),
     (dict(threads=0), "threads", "at least 1"),
     (dict(runs=2.5), "runs", "integer"),
+    (dict(rounds=0), "rounds", "at least 1"),
     (dict(transport="telnet"), "transport", "local, ssh"),
     (dict(runtime="tensorflow"), "runtime", "onnxruntime, tflite"),
     (dict(name=None), "name", "required"),

@@ -126,6 +126,18 @@ def test_fit_calibration_recovers_a_line():
     assert fit_calibration([], [], 0.1) == Calibration(0.1, 1.0, 0.0)
 
 
+def test_worst_underprediction_is_the_largest_measured_excess():
+    space = load_space("mbv3-tiny")
+    a, b = sample(space, np.random.default_rng(2), 2)
+    table = synthetic_table(space)
+    assert table.worst_underprediction() == 0.0  # no calibration subnets
+    table.update_calibration(networks={str(a): {"mean": 0.0, "median": 1.25 * table.predict(a)},
+                                       str(b): {"mean": 0.0, "median": 0.5 * table.predict(b)}})
+    assert table.worst_underprediction() == pytest.approx(0.25)
+    table.update_calibration(networks={str(b): {"mean": 0.0, "median": 0.9 * table.predict(b)}})
+    assert table.worst_underprediction() == 0.0  # measured faster than predicted: no margin needed
+
+
 # ---- OFA's published Note10 tables ---------------------------------------------------------
 
 def test_ofa_tables_load_for_mbv3_w12_and_every_key_resolves(ofa_note10_dir):

@@ -43,6 +43,9 @@ Schema (``*`` marks a required field)::
     threads          int   CPU threads the runtime may use, default 1
     warmup           int   untimed runs before timing each model, default 10
     runs             int   timed runs per model, default 50
+    rounds           int   split the timed runs into this many rounds and report the lowest
+                           round median, default 1 (plain median); use 3-5 on shared machines,
+                           where bursts of load from other processes disturb single rounds
     workdir          str   base directory on the device for per-run temporary directories,
                            default /tmp (Termux: /data/data/com.termux/files/usr/tmp)
     env              map   extra environment variables for the agent process (str -> str)
@@ -109,6 +112,7 @@ class DeviceProfile:
     threads: int = 1
     warmup: int = 10  # untimed runs per model
     runs: int = 50  # timed runs per model
+    rounds: int = 1  # the runs are split into rounds; the lowest round median is reported
     workdir: str = "/tmp"
     env: Mapping[str, str] = field(default_factory=dict)
     ssh: SSHConfig | None = None
@@ -140,6 +144,7 @@ class DeviceProfile:
             "threads": self.threads,
             "warmup": self.warmup,
             "runs": self.runs,
+            "rounds": self.rounds,
         }
         if self.runtime == "onnxruntime":
             opts["providers"] = list(self.runtime_options["providers"])
@@ -160,6 +165,7 @@ class DeviceProfile:
             "threads": self.threads,
             "warmup": self.warmup,
             "runs": self.runs,
+            "rounds": self.rounds,
             "workdir": self.workdir,
             "env": dict(self.env),
         }
@@ -245,7 +251,7 @@ class _Parser:
             raise ConfigError(f"{self.source}: the profile is empty; see device_profiles/README.md")
         top = (
             "name", "description", "transport", "ssh", "python", "runtime", "runtime_options",
-            "threads", "warmup", "runs", "workdir", "env",
+            "threads", "warmup", "runs", "rounds", "workdir", "env",
         )
         d = self.section(data, "", top)
         name = self.get(d, "name", "", str)
@@ -284,6 +290,7 @@ class _Parser:
             threads=self.get(d, "threads", "", int, default=1, minimum=1),
             warmup=self.get(d, "warmup", "", int, default=10, minimum=0),
             runs=self.get(d, "runs", "", int, default=50, minimum=1),
+            rounds=self.get(d, "rounds", "", int, default=1, minimum=1),
             workdir=self.get(d, "workdir", "", str, default="/tmp"),
             env=env,
             ssh=ssh,

@@ -72,11 +72,12 @@ def enumerate_ops(space: SearchSpace, resolutions: Sequence[int] | None = None) 
 
 
 def estimate_seconds(ops: Sequence[OpSpec], warmup: int, runs: int, gmacs_per_s: float = 4.0,
-                     per_model_s: float = 0.03, per_run_ms: float = 0.02) -> float:
+                     per_model_s: float = 0.03, per_run_ms: float = 0.02, rounds: int = 1) -> float:
     """A rough duration for measuring `ops`: per model, loading (`per_model_s`) plus
-    warmup+runs executions at `gmacs_per_s` with a fixed per-run overhead."""
+    warmup+runs executions at `gmacs_per_s` with a fixed per-run overhead, plus the agent's
+    pauses between measurement rounds."""
     total = 0.0
     for op in ops:
         run_ms = per_run_ms + op.macs / (gmacs_per_s * 1e6)
-        total += per_model_s + (warmup + runs) * run_ms / 1e3
+        total += per_model_s + (warmup + runs) * run_ms / 1e3 + 0.02 * (max(rounds, 1) - 1)
     return total

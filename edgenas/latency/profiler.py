@@ -136,7 +136,7 @@ def profile_device(
         table = _open_table(out, profile, space, fp, fmt, res)
         todo = [op for op in ops if op.key not in table]
         report = ProfileReport(table, out, profile.key(), len(ops), reused=len(ops) - len(todo))
-        report.estimate_s = estimate_seconds(todo, profile.warmup, profile.runs) + 3.0 * max(calibrate, 0)
+        report.estimate_s = estimate_seconds(todo, profile.warmup, profile.runs, rounds=profile.rounds) + 3.0 * max(calibrate, 0)
         log.info("%s: %d distinct ops for %s at %s px: %d to measure, %d already in %s; estimated %s",
                  profile.name, len(ops), space.name, ",".join(map(str, res)), len(todo), report.reused, out,
                  _duration(report.estimate_s))

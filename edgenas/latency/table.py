@@ -290,6 +290,20 @@ class LatencyTable:
             return float(self.calibration.apply(self.predict_raw(arch, space)))
         return np.array([self.predict(a, space) for a in arch])
 
+    def worst_underprediction(self, space: SearchSpace | str | None = None) -> float:
+        """The largest relative amount by which a calibration subnet measured slower than the
+        table predicts (measured / predicted - 1; 0.0 when none did, or with no calibration).
+        A search that must hold a *measured* budget can aim this much below it."""
+        nets = (self.header.get("calibration") or {}).get("networks") or {}
+        space = self.space(space)
+        worst = 0.0
+        for arch, e in nets.items():
+            predicted = self.predict(Arch.parse(arch, space), space)
+            measured = float(e.get(self.header.get("statistic", "median"), e["mean"]))
+            if predicted > 0:
+                worst = max(worst, measured / predicted - 1.0)
+        return worst
+
     def predictor(self, space: SearchSpace | str | None = None) -> "LatencyPredictor":
         space = self.space(space)
         if space.hash not in self._predictors:
