@@ -147,6 +147,19 @@ def test_agent_rounds_report_the_lowest_round_median(models):
     assert r["median_ms"] == min(r["round_medians_ms"]) and r["statistic"] == "lowest of 3 round medians"
 
 
+def test_agent_rounds_interleave_the_models_and_keep_failures_as_data(models):
+    order = ["matmul", "broken", "int8"]
+    p = agent("--runtime", "onnxruntime", "--warmup", 1, "--runs", 6, "--rounds", 3, *[models[k] for k in order])
+    assert p.returncode == 0, p.stderr
+    res = results_of(p.stdout)
+    assert [r["model"] for r in res] == [models[k].name for k in order]
+    assert "error" in res[1] and all(len(res[i]["round_medians_ms"]) == 3 for i in (0, 2))
+    turns = [(m["index"], m.get("round")) for m in lines(p.stdout) if m.get("event") == "begin"]
+    loads, timed = turns[:3], turns[3:]  # every model is loaded first, then timed round by round
+    assert loads == [(0, None), (1, None), (2, None)]
+    assert timed == [(0, 0), (2, 0), (0, 1), (2, 1), (0, 2), (2, 2)]
+
+
 def test_round_stats_reject_a_disturbed_round():
     import numpy as np
 

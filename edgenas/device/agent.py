@@ -29,11 +29,16 @@ and dtypes, with dynamic dimensions set to 1), then `warmup` untimed runs, then 
 runs, each timed alone with time.perf_counter; the garbage collector is off while timing.
 std_ms is the population standard deviation; p10/p90 are linear-interpolated percentiles.
 
-Rounds (for shared or noisy machines): with `rounds` R > 1 the timed runs are split into R
-rounds of runs/R, with a short pause (ROUND_PAUSE_S) between them, and median_ms is the lowest of
-the R round medians ("statistic" and "round_medians_ms" say so). A burst of load from another
-process then has to cover every round to move the figure; mean, std and percentiles still cover
-all the runs. With R = 1 (the default) median_ms is the plain median of all timed runs.
+Rounds (for shared or noisy machines): with `rounds` R > 1 every model of the job is loaded and
+warmed up first, then the timed runs are split into R rounds of runs/R and the rounds are
+interleaved across the models (round 1 of every model, then round 2, ...), so each model's rounds
+are spread over the whole job rather than a fraction of a second. median_ms is then the lowest of
+the R round medians ("statistic" and "round_medians_ms" say so): a slow spell of the machine (load
+from other processes, a host that slows the core for seconds) has to cover every round to move it.
+mean, std and percentiles still cover all the runs. Results then come at the end of the job, and
+a "begin" event precedes each model's turn in each round. With R = 1 (the default) each model is
+measured in turn, median_ms is the plain median of its timed runs, and its result is printed
+before the next model is loaded.
 """
 import argparse
 import gc
@@ -345,29 +350,38 @@ def stats_ms(np, times_s):
     }
 
 
+def split_runs(runs, rounds):
+    """How many timed runs each round gets: `runs` spread over at most `runs` rounds."""
+    rounds = max(1, min(int(rounds), int(runs)))
+    return [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
+
+
 def time_runs(run_once, warmup, runs, rounds=1):
-    """Times of the timed runs in seconds, as one list per round."""
+    """Times of the timed runs in seconds, as one list per round (the rounds back to back)."""
     for _ in range(warmup):
         run_once()
-    rounds = max(1, min(int(rounds), int(runs)))
-    per_round = [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
     times = []
+    for r, n in enumerate(split_runs(runs, rounds)):
+        if r:
+            time.sleep(ROUND_PAUSE_S)
+        times.append(timed(run_once, n))
+    return times
+
+
+def timed(run_once, n):
+    """n timed calls of run_once, in seconds, with the garbage collector off."""
+    chunk = []
     gc_was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for r, n in enumerate(per_round):
-            if r:
-                time.sleep(ROUND_PAUSE_S)
-            chunk = []
-            for _ in range(n):
-                t0 = time.perf_counter()
-                run_once()
-                chunk.append(time.perf_counter() - t0)
-            times.append(chunk)
+        for _ in range(n):
+            t0 = time.perf_counter()
+            run_once()
+            chunk.append(time.perf_counter() - t0)
     finally:
         if gc_was_enabled:
             gc.enable()
-    return times
+    return chunk
 
 
 def round_stats_ms(np, rounds_s):
@@ -415,22 +429,60 @@ def measure(opts, models):
     rng = make_rng(np)
     warmup, runs = int(opts.get("warmup", 10)), int(opts.get("runs", 50))
     rounds = int(opts.get("rounds", 1))
-    for i, m in enumerate(models):
-        name = m.get("name") or os.path.basename(m["path"])
-        emit({"event": "begin", "index": i, "model": name})
-        try:
-            run_once, extra = make(np, rng, rt_mod, m["path"], opts)
-            times = time_runs(run_once, warmup, runs, rounds)
-            result = {"index": i, "model": name}
-            result.update(round_stats_ms(np, times))
-            result.update(extra)
-            del run_once
-        except Exception as exc:
-            msg = ("%s: %s" % (type(exc).__name__, exc)).strip()
-            result = {"index": i, "model": name, "error": msg[:2000]}
-        emit(result)
+    if rounds > 1 and runs > 1:
+        measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, rounds)
+    else:
+        for i, m in enumerate(models):
+            name = m.get("name") or os.path.basename(m["path"])
+            emit({"event": "begin", "index": i, "model": name})
+            try:
+                run_once, extra = make(np, rng, rt_mod, m["path"], opts)
+                result = {"index": i, "model": name}
+                result.update(round_stats_ms(np, time_runs(run_once, warmup, runs)))
+                result.update(extra)
+                del run_once
+            except Exception as exc:
+                result = failure(i, name, exc)
+            emit(result)
     emit({"event": "done", "count": len(models)})
     return 0
+
+
+def failure(i, name, exc):
+    msg = ("%s: %s" % (type(exc).__name__, exc)).strip()
+    return {"index": i, "model": name, "error": msg[:2000]}
+
+
+def measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, rounds):
+    """Load and warm up every model, then time them in interleaved rounds (see the docstring)."""
+    names = [m.get("name") or os.path.basename(m["path"]) for m in models]
+    results, live = {}, {}  # index -> failure result; index -> [run_once, info, rounds of times]
+    for i, m in enumerate(models):
+        emit({"event": "begin", "index": i, "model": names[i]})
+        try:
+            run_once, extra = make(np, rng, rt_mod, m["path"], opts)
+            for _ in range(warmup):
+                run_once()
+            live[i] = [run_once, extra, []]
+        except Exception as exc:
+            results[i] = failure(i, names[i], exc)
+    for r, n in enumerate(split_runs(runs, rounds)):
+        if r:
+            time.sleep(ROUND_PAUSE_S)
+        for i in sorted(live):
+            emit({"event": "begin", "index": i, "model": names[i], "round": r})
+            try:
+                live[i][2].append(timed(live[i][0], n))
+            except Exception as exc:
+                results[i] = failure(i, names[i], exc)
+                del live[i]
+    for i, (_, extra, times) in live.items():
+        results[i] = {"index": i, "model": names[i]}
+        results[i].update(round_stats_ms(np, times))
+        results[i].update(extra)
+    live.clear()
+    for i in sorted(results):
+        emit(results[i])
 
 
 def parse_args(argv):

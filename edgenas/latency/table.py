@@ -42,7 +42,7 @@ from edgenas.space.space import SearchSpace, load_space, preset_names
 
 TABLE_FORMAT = "edgenas-latency-table"
 FORMAT_VERSION = 1
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe: plain data only, C speed when available
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _OFA_FILE = re.compile(r"(\d+)_lookup_table\.ya?ml$")
 
@@ -387,7 +387,7 @@ def _space_header(space: SearchSpace) -> dict:
 
 def _read_yaml(path: Path):
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_Loader)
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
 

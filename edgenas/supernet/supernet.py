@@ -79,6 +79,10 @@ class Supernet(nn.Module):
         previous = self.active
         arch = previous if arch is None else arch
         self.set_active(arch)
+        threads = torch.get_num_threads()
+        # Hundreds of small slices and copies: with several threads each is a parallel region
+        # that waits for every core, which costs far more than the copy (5x on a busy 2-core CPU).
+        torch.set_num_threads(1)
         try:
             ops = arch_ops(self.space, arch)
             net = StaticNet(ops, arch=str(arch), space=self.space.name, dropout=self.dropout, device="meta")
@@ -94,6 +98,7 @@ class Supernet(nn.Module):
                 state.update({f"{i}.{k}": v for k, v in module.state_dict().items()})
             _assign_copies(net, state)
         finally:
+            torch.set_num_threads(threads)
             self.set_active(previous)
         return net.train(self.training)
 
@@ -126,9 +131,10 @@ def _assign_copies(net: nn.Module, state: dict[str, torch.Tensor]) -> None:
     for k, v in state.items():
         if k not in copies:
             copies[k] = v.detach().clone()
+    modules = dict(net.named_modules())
     for key, tensor in copies.items():
         path, _, name = key.rpartition(".")
-        module = net.get_submodule(path)
+        module = modules[path]
         if name in module._parameters:
             module._parameters[name] = nn.Parameter(tensor, requires_grad=module._parameters[name].requires_grad)
         else:
