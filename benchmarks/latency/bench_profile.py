@@ -37,16 +37,20 @@ def run(profile, out: Path, args, keep=False) -> float:
     return seconds
 
 
-def ssh_profile(server):
-    """The local-cpu settings (onnxruntime CPU, 1 thread, warmup 10, runs 50) through sshd."""
-    return server.profile(workdir=tempfile.gettempdir(), warmup=10, runs=50, ssh={"command_timeout": 600})
+def ssh_profile(server, local):
+    """The local-cpu measurement settings (warmup, runs, rounds) through sshd."""
+    from edgenas.device import load_profile
+
+    lp = load_profile(local)
+    return server.profile(workdir=tempfile.gettempdir(), warmup=lp.warmup, runs=lp.runs, rounds=lp.rounds,
+                          ssh={"command_timeout": 600})
 
 
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--space", default="mbv3-w1.0")
     ap.add_argument("--resolutions", type=int, nargs="+", default=[160, 176, 192, 208, 224])
-    ap.add_argument("--calibrate", type=int, default=8)
+    ap.add_argument("--calibrate", type=int, default=24)
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--validate", type=int, default=0)
     ap.add_argument("--skip-ssh", action="store_true")
@@ -67,10 +71,10 @@ def main():
         for r in range(args.rounds):
             t_ssh = None
             if server is not None and args.ssh_first:
-                t_ssh = run(ssh_profile(server), out / f"ssh-{args.space}.yaml", args)
+                t_ssh = run(ssh_profile(server, local), out / f"ssh-{args.space}.yaml", args)
             t_local = run(local, out / f"local-{args.space}.yaml", args, keep=args.keep)
             if server is not None and not args.ssh_first:
-                t_ssh = run(ssh_profile(server), out / f"ssh-{args.space}.yaml", args)
+                t_ssh = run(ssh_profile(server, local), out / f"ssh-{args.space}.yaml", args)
             if t_ssh is not None:
                 print(f"round {r + 1}: local {t_local:.1f} s, ssh {t_ssh:.1f} s, ssh/local = {t_ssh / t_local:.3f}", flush=True)
             else:

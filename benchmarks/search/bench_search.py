@@ -3,7 +3,7 @@ equal numbers of evaluated architectures. See README.md beside this file for res
 
     python benchmarks/search/bench_search.py [--seeds 5] [--quick]
 
-Everything runs on one CPU thread (torch.set_num_threads(1)) for both implementations.
+Both implementations run with the same number of torch threads (--threads, default 1).
 The accuracy predictor is edgenas's MLP (3 x 400) trained on a synthetic proxy target (see
 `proxy_accuracy`), cached in benchmarks/search/out/. Latency: OFA's published Note10 tables for
 mbv3-w1.2 (shared/reference/ofa-note10), loaded by edgenas.latency.LatencyTable; OFA's finder gets
@@ -209,10 +209,11 @@ def main():
     ap.add_argument("--population", type=int, default=100)
     ap.add_argument("--generations", type=int, default=500)
     ap.add_argument("--evaluations", type=int, default=10_000, help="per strategy run, for the comparison")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads, for both implementations")
     ap.add_argument("--skip-strategies", action="store_true")
     ap.add_argument("--skip-ofa", action="store_true", help="only the strategy comparison")
     args = ap.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(args.threads)
     OUT.mkdir(exist_ok=True)
     space = load_space("mbv3-w1.2")
     table = LatencyTable.load(TABLES)
@@ -227,13 +228,13 @@ def main():
         summary["strategies"] = strategies(space, predictor, lat, seeds, args.evaluations, [20.0, 25.0, 30.0], 40.0)
         print(json.dumps(summary["strategies"], indent=1))
     name = "results.json" if not (args.skip_ofa or args.skip_strategies) else (
-        "strategies.json" if args.skip_ofa else "speed.json")
+        "strategies.json" if args.skip_ofa else f"speed_t{args.threads}.json")
     (OUT / name).write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def speed_summary(rows, args):
     summary = {
-        "threads": 1,
+        "threads": args.threads,
         "population": args.population, "generations": args.generations, "budget_ms": 25.0,
         "ours_s_median": statistics.median(r["ours_s"] for r in rows),
         "ofa_s_median": statistics.median(r["ofa_s"] for r in rows),

@@ -34,10 +34,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--out-dir", type=Path, default=Path("latency_tables"), help="directory for default table names")
     p.add_argument("--validate", type=int, default=0, metavar="N", help="then measure N random subnets end to end and report the accuracy")
     p.add_argument("--plot", type=Path, help="validation scatter plot PNG (default: beside the table)")
-    p.add_argument("--calibrate", type=int, default=8, metavar="K", help="whole subnets measured to calibrate the table (0: none)")
+    p.add_argument("--calibrate", type=int, default=24, metavar="K", help="whole subnets measured to calibrate the table (0: none)")
     p.add_argument("--warmup", type=int, help="untimed runs per model (default: the profile's)")
     p.add_argument("--runs", type=int, help="timed runs per model (default: the profile's)")
-    p.add_argument("--chunk-size", type=int, default=100, help="models uploaded and measured per agent run")
+    p.add_argument("--chunk-size", type=int, default=500,
+                   help="layer models uploaded and measured per agent run (with rounds > 1 their rounds interleave)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration and validation subnets")
     p.add_argument("--json", action="store_true", help="print one JSON report per device on stdout")
     p.set_defaults(run=run)

@@ -103,11 +103,11 @@ def profile_device(
     *,
     resolutions: Sequence[int] | None = None,
     out: str | Path | None = None,
-    calibrate: int = 8,
+    calibrate: int = 24,
     seed: int = 0,
     warmup: int | None = None,
     runs: int | None = None,
-    chunk_size: int = 100,
+    chunk_size: int = 500,
     flush_s: float = 1.0,
     progress: bool = True,
     position: int = 0,
@@ -117,7 +117,9 @@ def profile_device(
     """Measure the layers of `space` that `out` does not have yet, then calibrate.
 
     `calibrate` whole subnets (seeded by `seed`) are measured to fit the table's calibration; 0
-    keeps the raw sum. `warmup` and `runs` override the profile's. `on_result(key, result)` is
+    keeps the raw sum. `chunk_size` layers go to the device per agent run; with a profile's
+    `rounds` > 1 each layer's rounds are spread over its whole chunk, so a large chunk rejects
+    long slow spells of the device better (results then arrive per chunk). `warmup` and `runs` override the profile's. `on_result(key, result)` is
     called after each measurement is stored (keys of calibration subnets are 'net:' + arch).
     """
     t0 = time.monotonic()
@@ -359,7 +361,7 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
 
 def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpace, archs: Sequence[Arch],
                      transport: Transport | None = None, *, progress: bool = True, position: int = 0,
-                     desc: str = "networks", chunk_size: int = 10,
+                     desc: str = "networks", chunk_size: int = 25,
                      on_result: Callable[[Arch, MeasureResult], None] | None = None) -> list[MeasureResult]:
     """Materialize each subnet from a randomly initialised supernet, export it in the device's
     format (the same path a user's exported subnet takes) and measure it; `on_result(arch,
