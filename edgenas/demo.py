@@ -103,7 +103,10 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     if predictor_path.exists():
         predictor = AccuracyPredictor.load(predictor_path, space)
     else:
-        predictor, report = build_predictor(supernet, dataset, predictor_path, samples=samples, seed=seed)
+        # BN statistics from 250 images per subnet (the default is 2000; digits has 1294): about
+        # 3x cheaper, and the predictor needs the ranking of subnets more than their last 0.1 pp.
+        predictor, report = build_predictor(supernet, dataset, predictor_path, samples=samples, seed=seed,
+                                            bn_images=250)
         log.info("demo: predictor RMSE %.2f pp, Spearman %.3f on %d held-out subnets",
                  report.rmse, report.spearman, report.n_test)
     step("predictor")
@@ -120,9 +123,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     reach = metric_range(space, latency)
     budget = round((reach.minimum + reach.maximum) / 2, 3)
     # The search aims below the budget by the table's error, so that the measured latency, not
-    # only the predicted one, fits: at least 10%, more when a calibration subnet measured further
-    # above its prediction (small models on a shared CPU).
-    margin = max(SAFETY_MARGIN, table.worst_underprediction(space))
+    # only the predicted one, fits: at least 10%, more when the calibration subnets measured
+    # further above their predictions (90th percentile; small models on a shared CPU).
+    margin = max(SAFETY_MARGIN, table.underprediction(space))
     target = round(budget / (1 + margin), 3)
     log.info("demo: reachable latency %.3f..%.3f ms on this CPU; budget %.3f ms, searching under %.3f ms "
              "(the table's error margin is %.0f%%)", reach.minimum, reach.maximum, budget, target, 100 * margin)
@@ -169,13 +172,12 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
 
 
 def _available_formats() -> list[str]:
-    try:
-        import litert_torch  # noqa: F401
+    import importlib.util
 
+    if importlib.util.find_spec("litert_torch") is not None:  # imported (quietly) only when converting
         return ["onnx", "tflite"]
-    except ImportError:
-        log.warning("demo: litert-torch is not installed, exporting ONNX only (pip install 'edgenas[tflite]')")
-        return ["onnx"]
+    log.warning("demo: litert-torch is not installed, exporting ONNX only (pip install 'edgenas[tflite]')")
+    return ["onnx"]
 
 
 def summary_table(r: DemoResult) -> str:

@@ -370,7 +370,8 @@ def test_measure_models_streams_results_in_order(profile, models, tmp_path):
     assert list(Path(profile.workdir).iterdir()) == []  # the run's temp dir is gone
 
 
-def test_measure_models_survives_an_agent_crash(profile, models, tmp_path):
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_measure_models_survives_an_agent_crash(profile, models, tmp_path, rounds):
     """A model that kills the runtime process is recorded as an error; the rest is measured."""
     crasher = _save(helper.make_graph(
         [helper.make_node("Relu", ["x"], ["y"])], "crash",
@@ -390,10 +391,14 @@ def test_measure_models_survives_an_agent_crash(profile, models, tmp_path):
         "        super().__init__(path, *a, **k)\n"
         "onnxruntime.InferenceSession = _Crashing\n"
     )
-    prof = dataclasses.replace(profile, env={"PYTHONPATH": str(hook)})
+    prof = dataclasses.replace(profile, env={"PYTHONPATH": str(hook)}, rounds=rounds)
     seen = []
     results = measure_models(prof, [models["matmul"], crasher, models["uint8"]], on_result=seen.append)
-    assert [r.model for r in seen] == ["matmul.onnx", "crasher.onnx", "uint8.onnx"]
+    if rounds == 1:  # each result streams as it is measured
+        assert [r.model for r in seen] == ["matmul.onnx", "crasher.onnx", "uint8.onnx"]
+    else:  # rounds interleave over the chunk: the crash is known first, the others after the rerun
+        assert [r.model for r in seen] == ["crasher.onnx", "matmul.onnx", "uint8.onnx"]
+    assert [r.model for r in results] == ["matmul.onnx", "crasher.onnx", "uint8.onnx"]
     assert results[0].ok and results[2].ok
     assert not results[1].ok and "died while measuring this model" in results[1].error
 

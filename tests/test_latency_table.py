@@ -126,16 +126,19 @@ def test_fit_calibration_recovers_a_line():
     assert fit_calibration([], [], 0.1) == Calibration(0.1, 1.0, 0.0)
 
 
-def test_worst_underprediction_is_the_largest_measured_excess():
+def test_underprediction_is_a_quantile_of_the_measured_excess():
     space = load_space("mbv3-tiny")
-    a, b = sample(space, np.random.default_rng(2), 2)
+    archs = sample(space, np.random.default_rng(2), 5)
     table = synthetic_table(space)
-    assert table.worst_underprediction() == 0.0  # no calibration subnets
-    table.update_calibration(networks={str(a): {"mean": 0.0, "median": 1.25 * table.predict(a)},
-                                       str(b): {"mean": 0.0, "median": 0.5 * table.predict(b)}})
-    assert table.worst_underprediction() == pytest.approx(0.25)
-    table.update_calibration(networks={str(b): {"mean": 0.0, "median": 0.9 * table.predict(b)}})
-    assert table.worst_underprediction() == 0.0  # measured faster than predicted: no margin needed
+    assert table.underprediction() == 0.0  # no calibration subnets
+    excess = [0.5, 0.2, 0.1, 0.0, -0.3]  # measured / predicted - 1 for each subnet
+    table.update_calibration(networks={str(a): {"mean": 0.0, "median": (1 + x) * table.predict(a)}
+                                       for a, x in zip(archs, excess)})
+    assert table.underprediction(quantile=1.0) == pytest.approx(0.5)
+    assert table.underprediction(quantile=0.5) == pytest.approx(0.1)
+    assert table.underprediction() == pytest.approx(np.quantile(excess, 0.9))
+    table.update_calibration(networks={str(archs[4]): {"mean": 0.0, "median": 0.7 * table.predict(archs[4])}})
+    assert table.underprediction() == 0.0  # measured faster than predicted: no margin needed
 
 
 # ---- OFA's published Note10 tables ---------------------------------------------------------

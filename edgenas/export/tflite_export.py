@@ -17,6 +17,7 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -28,6 +29,8 @@ from torch import nn
 from edgenas.errors import MissingDependencyError, require
 from edgenas.export.graph import ChannelsLast, int8_friendly
 from edgenas.io import atomic_write
+
+log = logging.getLogger(__name__)
 
 CALIB_BATCH = 32
 
@@ -46,7 +49,8 @@ def require_litert():
     for logger in noisy:
         logger.setLevel(logging.ERROR)
     try:
-        return require("litert_torch", "tflite")
+        with tempfile.TemporaryFile() as sink, _fds_to(sink):  # its native libraries print at import
+            return require("litert_torch", "tflite")
     finally:
         for logger, level in zip(noisy, levels):
             logger.setLevel(level)
@@ -69,18 +73,51 @@ def interpreter_class():
 
 @contextlib.contextmanager
 def _quiet() -> Iterator[None]:
-    """Hide litert-torch's progress bars and torch's export warnings during one conversion."""
+    """Hide what one conversion prints: litert-torch's progress bars and "Use JAX lowering" lines,
+    the converter's native INFO logs (written straight to file descriptors 1 and 2) and torch's
+    export warnings. The text is logged at DEBUG level (`-v -v` or --debug shows it)."""
     saved = os.environ.get("LITERT_TORCH_SHOW_PROGRESS")
     os.environ["LITERT_TORCH_SHOW_PROGRESS"] = "n"
+    with tempfile.TemporaryFile() as sink:
+        try:
+            with _fds_to(sink), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                yield
+        finally:
+            if saved is None:
+                os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+            else:
+                os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
+            if log.isEnabledFor(logging.DEBUG):
+                sink.seek(0)
+                printed = sink.read()[-200_000:].decode(errors="replace").strip()
+                if printed:
+                    log.debug("litert-torch printed:\n%s", printed)
+
+
+@contextlib.contextmanager
+def _fds_to(sink) -> Iterator[None]:
+    """Point file descriptors 1 and 2 (where sys.stdout/err write too) at `sink` for the duration."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
+        saved = [os.dup(1), os.dup(2)]
+    except OSError:  # no real descriptors (an embedding host): leave them alone
+        yield
+        return
+    try:
+        os.dup2(sink.fileno(), 1)
+        os.dup2(sink.fileno(), 2)
+        yield
     finally:
-        if saved is None:
-            os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
-        else:
-            os.environ["LITERT_TORCH_SHOW_PROGRESS"] = saved
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
 
 
 def _nhwc_example(resolution: int, batch: int = 1) -> torch.Tensor:
