@@ -338,3 +338,47 @@ def test_cli_predicts_latency_from_a_latency_table(tmp_path, checkpoint, arch, c
     assert f"predicted latency {0.25 * len(ops):.3f} ms ({table.name})" in capsys.readouterr().out
     meta = json.loads(read_metadata(tmp_path / "out" / "model.onnx")["predicted_latency_ms"])
     assert meta == {table.name: pytest.approx(0.25 * len(ops))}
+
+
+# ------------------------------------------------------------------- large depthwise kernels
+
+@pytest.mark.parametrize("stride,size,bias", [(1, 13, True), (2, 13, True), (2, 12, False), (1, 7, False)])
+def test_split_depthwise_equals_the_7x7_conv(stride, size, bias):
+    from edgenas.export.graph import SplitDepthwise, split_depthwise
+
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(8, 8, 7, stride, 3, groups=8, bias=bias)
+    split = SplitDepthwise(conv)
+    assert split.widths == [3, 3, 1]  # 21 + 21 + 7 taps, none above 25
+    x = torch.randn(2, 8, size, size)
+    with torch.no_grad():
+        assert torch.allclose(split(x), conv(x), atol=1e-5)
+    net = torch.nn.Sequential(conv, torch.nn.Conv2d(8, 8, 5, 1, 2, groups=8), torch.nn.Conv2d(8, 4, 1))
+    rewritten = split_depthwise(net)
+    assert isinstance(rewritten[0], SplitDepthwise) and type(rewritten[1]) is torch.nn.Conv2d  # 25 taps stay
+    assert type(net[0]) is torch.nn.Conv2d  # the original is not changed
+    with torch.no_grad():
+        assert torch.allclose(rewritten(x), net(x), atol=1e-5)
+
+
+def test_tflite_files_have_no_depthwise_kernel_over_25_taps(tmp_path, supernet, digits):
+    require_or_skip(importlib.util.find_spec("litert_torch") is not None,
+                    "litert-torch is not installed (pip install 'edgenas[tflite]')")
+    space = load_space(SPACE)
+    arch = Arch(24, tuple(((7, 3),) * 2 for _ in space.units))  # every block 7x7, stride 1 and 2
+    net = supernet.materialize(arch)
+    recalibrate_bn(net, digits.sample_images("train", 256, torch.Generator().manual_seed(0)))
+    images, labels = digits.test.tensors()
+    calib = digits.sample_images("train", 64, torch.Generator().manual_seed(1))
+    report = export_subnet(net.eval(), "tflite,tflite-int8", tmp_path, calib, (images[:64], labels[:64]), _meta(digits))
+    assert report.results["tflite"].valid and report.results["tflite"].max_abs_diff <= 1e-4
+    from edgenas.export.tflite_export import interpreter_class
+
+    for name in ("model.tflite", "model_int8.tflite"):
+        interp = interpreter_class()(model_path=str(tmp_path / name))
+        interp.allocate_tensors()
+        tensors = {t["index"]: t for t in interp.get_tensor_details()}
+        kernels = [tuple(tensors[op["inputs"][1]]["shape"][1:3]) for op in interp._get_ops_details()
+                   if op["op_name"] == "DEPTHWISE_CONV_2D"]
+        assert kernels and max(h * w for h, w in kernels) <= 25, (name, kernels)
+        assert (7, 3) in kernels and (7, 1) in kernels
