@@ -152,3 +152,27 @@ def test_cli_user_errors_exit_2_with_one_line(profiles, extra, message, tmp_path
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "t.yaml").exists()
+
+
+def test_tflite_device_profiles_and_validates(tmp_path):
+    """A TFLite device (this machine, XNNPACK): every layer is converted as export converts it and
+    measured with the TFLite interpreter. A narrowed space keeps the conversions few."""
+    import importlib.util
+
+    from conftest import require_or_skip
+    from edgenas.device import DeviceProfile
+    from edgenas.latency import validate_table
+
+    require_or_skip(importlib.util.find_spec("litert_torch") is not None,
+                    "litert-torch is not installed (pip install 'edgenas[tflite]')")
+    narrow = load_space("mbv3-tiny").replace(kernel_sizes=(7,), expand_ratios=(3,), depths=(2,), resolutions=(24,))
+    tflite = DeviceProfile.from_dict({"name": "local-tflite", "transport": "local", "runtime": "tflite",
+                                      "threads": 1, "warmup": 1, "runs": 5})
+    out = tmp_path / "tflite.yaml"
+    report = profile_device(tflite, narrow, out=out, calibrate=1, progress=False)
+    assert not report.failed and sorted(report.measured) == sorted(op.key for op in enumerate_ops(narrow))
+    table = LatencyTable.load(out)
+    assert table.header["model_format"]["format"] == "tflite"
+    assert all(e["median"] > 0 for e in table.ops.values())
+    v = validate_table(out, tflite, 2, progress=False)
+    assert len(v.measured) == 2 and (v.measured > 0).all() and (v.predicted > 0).all()

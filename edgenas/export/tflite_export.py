@@ -121,21 +121,34 @@ def _fds_to(sink) -> Iterator[None]:
             os.close(fd)
 
 
-def _nhwc_example(resolution: int, batch: int = 1) -> torch.Tensor:
-    return torch.zeros(batch, resolution, resolution, 3)
+def _nhwc_example(resolution: int, batch: int = 1, channels: int = 3) -> torch.Tensor:
+    return torch.zeros(batch, resolution, resolution, channels)
 
 
 def to_nhwc(images: torch.Tensor) -> torch.Tensor:
     return images.permute(0, 2, 3, 1).contiguous()
 
 
-def convert_fp32(module: nn.Module, resolution: int, path: str | Path) -> Path:
+def convert_fp32(module: nn.Module, resolution: int, path: str | Path, channels: int = 3) -> Path:
     """Convert `module` (an eval-mode NCHW net) to an fp32 TFLite file with NHWC input."""
     litert_torch = require_litert()
     with _quiet():
-        model = litert_torch.convert(ChannelsLast(split_depthwise(module)).eval(), (_nhwc_example(resolution),))
+        model = litert_torch.convert(ChannelsLast(split_depthwise(module)).eval(),
+                                     (_nhwc_example(resolution, channels=channels),))
         content = model.model_content()
     return atomic_write(path, lambda f: f.write(content))
+
+
+def export_for_profiling(module: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
+    """A layer or subnet as the profiler measures it on a TFLite device: spelled as a user's
+    export (`deployable`, then `convert_fp32`), for an NCHW `input_shape` (1, C, H, W)."""
+    from edgenas.export.graph import deployable
+
+    _, channels, height, width = input_shape
+    if height != width:
+        raise ValueError(f"TFLite profiling takes square inputs, got {height}x{width}")
+    module = deployable(nn.Sequential(module.eval()))  # a container, so a top-level layer is rewritten too
+    return convert_fp32(module, height, path, channels=channels)
 
 
 def convert_int8(module: nn.Module, resolution: int, calib_images: torch.Tensor, path: str | Path,

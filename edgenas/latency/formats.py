@@ -14,7 +14,6 @@ and `edgenas profile` works for TFLite device profiles without further changes.
 """
 from __future__ import annotations
 
-import importlib
 import threading
 from pathlib import Path
 from typing import Callable, Protocol
@@ -98,15 +97,10 @@ def model_format(runtime: str) -> ModelFormat:
     if runtime in _REGISTRY:
         return _REGISTRY[runtime]
     if runtime == "tflite":
-        try:
-            module = importlib.import_module("edgenas.export.tflite")
-            export = getattr(module, "export_tflite")
-        except (ImportError, AttributeError):
-            raise EdgeNASError(
-                "profiling a TFLite device needs edgenas.export.tflite.export_tflite, which this edgenas "
-                "does not have yet; profile an onnxruntime device instead"
-            ) from None
-        fmt = TFLiteFormat(export)
+        from edgenas.export.tflite_export import export_for_profiling, require_litert
+
+        require_litert()  # a clear MissingDependencyError naming the extra when it is not installed
+        fmt = TFLiteFormat(export_for_profiling, "litert-torch fp32, as edgenas.export writes it")
         _REGISTRY[runtime] = fmt
         return fmt
     raise EdgeNASError(f"no model format for runtime {runtime!r}; known: {', '.join(_RUNTIME_FORMAT)}")
