@@ -169,8 +169,8 @@ def test_round_stats_reject_a_disturbed_round():
     assert split["median_ms"] == pytest.approx(1.0) and split["count"] == 15
     plain = mod.round_stats_ms(np, [noisy + quiet + noisy])
     assert plain["median_ms"] == pytest.approx(4.0) and "round_medians_ms" not in plain
-    assert [len(c) for c in mod.time_runs(lambda: None, 0, 10, 3)] == [4, 3, 3]
-    assert [len(c) for c in mod.time_runs(lambda: None, 0, 2, 5)] == [1, 1]
+    assert mod.split_runs(10, 3) == [4, 3, 3] and mod.split_runs(2, 5) == [1, 1]
+    assert [len(c) for c in mod.time_runs(lambda: None, 2, 10)] == [10]
 
 
 def _agent_module():

@@ -356,16 +356,11 @@ def split_runs(runs, rounds):
     return [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
 
 
-def time_runs(run_once, warmup, runs, rounds=1):
-    """Times of the timed runs in seconds, as one list per round (the rounds back to back)."""
+def time_runs(run_once, warmup, runs):
+    """`warmup` untimed calls, then the times of `runs` timed ones in seconds, as one round."""
     for _ in range(warmup):
         run_once()
-    times = []
-    for r, n in enumerate(split_runs(runs, rounds)):
-        if r:
-            time.sleep(ROUND_PAUSE_S)
-        times.append(timed(run_once, n))
-    return times
+    return [timed(run_once, runs)]
 
 
 def timed(run_once, n):

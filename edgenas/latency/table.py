@@ -299,8 +299,11 @@ class LatencyTable:
         nets = (self.header.get("calibration") or {}).get("networks") or {}
         space = self.space(space)
         stat = self.header.get("statistic", "median")
-        excess = [float(e.get(stat, e["mean"])) / predicted - 1.0
-                  for arch, e in nets.items() if (predicted := self.predict(Arch.parse(arch, space), space)) > 0]
+        excess = []
+        for arch, e in nets.items():
+            predicted = self.predict(Arch.parse(arch, space), space)
+            if predicted > 0:
+                excess.append(float(e.get(stat, e["mean"])) / predicted - 1.0)
         return max(0.0, float(np.quantile(excess, quantile))) if excess else 0.0
 
     def predictor(self, space: SearchSpace | str | None = None) -> "LatencyPredictor":
