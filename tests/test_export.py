@@ -349,7 +349,7 @@ def test_split_depthwise_equals_the_7x7_conv(stride, size, bias):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(8, 8, 7, stride, 3, groups=8, bias=bias)
     split = SplitDepthwise(conv)
-    assert split.widths == [3, 3, 1]  # 21 + 21 + 7 taps, none above 25
+    assert [p.kernel_size for p in split.parts] == [(7, 3), (7, 3), (7, 1)]  # 21 + 21 + 7 taps, none above 25
     x = torch.randn(2, 8, size, size)
     with torch.no_grad():
         assert torch.allclose(split(x), conv(x), atol=1e-5)
@@ -359,6 +359,21 @@ def test_split_depthwise_equals_the_7x7_conv(stride, size, bias):
     assert type(net[0]) is torch.nn.Conv2d  # the original is not changed
     with torch.no_grad():
         assert torch.allclose(rewritten(x), net(x), atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel,max_taps", [(7, 25), (5, 9), (3, 4)])
+def test_split_depthwise_is_exact_for_every_size_and_stride(kernel, max_taps):
+    from edgenas.export.graph import SplitDepthwise
+
+    torch.manual_seed(1)
+    for stride in (1, 2):
+        conv = torch.nn.Conv2d(3, 3, kernel, stride, kernel // 2, groups=3)
+        split = SplitDepthwise(conv, max_taps)
+        assert all(p.kernel_size[0] * p.kernel_size[1] <= max_taps for p in split.parts)
+        for size in range(kernel, kernel + 12):
+            x = torch.randn(1, 3, size, size + 1)
+            with torch.no_grad():
+                assert torch.allclose(split(x), conv(x), atol=1e-5), (stride, size)
 
 
 def test_tflite_files_have_no_depthwise_kernel_over_25_taps(tmp_path, supernet, digits):

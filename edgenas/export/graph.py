@@ -126,11 +126,16 @@ MAX_DEPTHWISE_TAPS = 25
 class SplitDepthwise(nn.Module):
     """A depthwise conv whose kernel has more than `max_taps` taps, as the sum of depthwise convs
     over groups of its kernel's columns (a 7x7 kernel: columns 0-2, 3-5 and 6, i.e. 7x3 + 7x3 + 7x1
-    taps: the same multiply-adds, no tap above 25). The input is padded once; each part reads the
-    columns its kernel covers; the bias is added by the first part. Exact up to float rounding.
+    taps: the same multiply-adds, no part above 25). Exact up to float rounding.
+
+    Each part is a plain conv on the whole input: the part starting at kernel column c must read
+    the input c columns further right than the original, so it pads P = k*stride - c + pad columns
+    on each side and its output starts k columns in (k the least that keeps P >= 0 and the
+    output wide enough, see `_column_shift`). No explicit pad op: in int8 files litert-torch
+    lowered one in NCHW, with TRANSPOSE and QUANTIZE around it.
 
     Measured with XNNPACK on one thread, a 7x7 depthwise layer at 112x112x64 (stride 1): fp32
-    65 -> 10.5 ms, int8 392 -> 14.6 ms; at stride 2: fp32 21 -> 5.5 ms, int8 105 -> 4.0 ms
+    65 -> 8.9 ms, int8 392 -> 7.1 ms; a w1.0 subnet at 224 px: fp32 38 -> 14 ms, int8 154 -> 10 ms
     (benchmarks/export/README.md).
     """
 
@@ -138,28 +143,40 @@ class SplitDepthwise(nn.Module):
         super().__init__()
         kh, kw = conv.kernel_size
         width = max(1, max_taps // kh)
-        self.stride = conv.stride
-        self.padding = conv.padding
-        self.groups = conv.groups
-        self.starts = list(range(0, kw, width))
-        self.widths = [min(width, kw - c) for c in self.starts]
-        w = conv.weight.detach()
-        self.weights = nn.ParameterList(
-            nn.Parameter(w[..., c:c + n].clone(), requires_grad=False) for c, n in zip(self.starts, self.widths))
-        self.bias = None if conv.bias is None else nn.Parameter(conv.bias.detach().clone(), requires_grad=False)
-        self.kernel_width = kw
+        sw = conv.stride[1]
+        ph, pw = conv.padding
+        self.parts = nn.ModuleList()
+        self.shifts = []  # output columns each part's result starts at
+        for c in range(0, kw, width):
+            n = min(width, kw - c)
+            k = _column_shift(c, n, kw, sw, pw)
+            part = nn.Conv2d(conv.in_channels, conv.out_channels, (kh, n), conv.stride, (ph, k * sw - c + pw),
+                             groups=conv.groups, bias=conv.bias is not None and c == 0)
+            with torch.no_grad():
+                part.weight.copy_(conv.weight[..., c:c + n])
+                if part.bias is not None:
+                    part.bias.copy_(conv.bias)
+            part.requires_grad_(False)
+            self.parts.append(part)
+            self.shifts.append(k)
+        self.kernel_width, self.stride_w, self.pad_w = kw, sw, pw
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        ph, pw = self.padding
-        x = F.pad(x, (pw, pw, ph, ph))
-        sw = self.stride[1]
-        out_w = (x.shape[-1] - self.kernel_width) // sw + 1
+        out_w = (x.shape[-1] + 2 * self.pad_w - self.kernel_width) // self.stride_w + 1
         out = None
-        for i, (c, n, w) in enumerate(zip(self.starts, self.widths, self.weights)):
-            part = x[..., c:c + (out_w - 1) * sw + n]
-            y = F.conv2d(part, w, self.bias if i == 0 else None, self.stride, 0, 1, self.groups)
+        for part, k in zip(self.parts, self.shifts):
+            y = part(x)[..., k:k + out_w]
             out = y if out is None else out + y
         return out
+
+
+def _column_shift(c: int, n: int, kw: int, stride: int, pad: int) -> int:
+    """For the part of a kw-wide kernel that starts at column c and is n wide: the least k >= 0
+    with padding P = k*stride - c + pad >= 0 whose output, for every input width, still has
+    the original output's width after dropping its first k columns (k*stride >= 2c - kw + n +
+    stride - 1 is sufficient: the padded width grows by at least k*stride + stride - 1)."""
+    need = max(c - pad, 2 * c - kw + n + stride - 1, 0)
+    return -(-need // stride)
 
 
 def split_depthwise(module: nn.Module, max_taps: int = MAX_DEPTHWISE_TAPS) -> nn.Module:
