@@ -24,13 +24,7 @@ from edgenas.train.checkpoint import read
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # One thread per test process: on a shared 2-core machine a second thread mostly waits for the first.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Small everything: 200 training images, batches of 16, 2 steps per epoch, 1 epoch per phase.
 TINY = {

@@ -13,13 +13,7 @@ from edgenas.train import recalibrate_bn
 SPACE = load_space("mbv3-tiny")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # One thread per test process: on a shared 2-core machine a second thread mostly waits for the first.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
