@@ -197,6 +197,37 @@ def test_evolution_beats_random_at_equal_evaluations():
     assert evo.best["accuracy"] > rnd.best["accuracy"]
 
 
+def test_the_archive_holds_each_architecture_once():
+    """Evolution keeps genes of blocks outside a unit's depth (as OFA does); the evaluator must
+    still see one canonical genome per architecture and call the metric once for each."""
+    space = load_space("mbv3-tiny")
+    calls = []
+
+    def counted(batch):
+        calls.append(len(batch))
+        return synthetic_accuracy(space).fn(batch)
+
+    result = search(space, Metric("accuracy", counted, goal="max"), [], "evolution", seed=1, population=30,
+                    generations=30)
+    assert sum(calls) == result.evaluations
+    arch_strings = [e["arch"] for e in result.top]
+    assert len(set(arch_strings)) == len(arch_strings)
+
+    from edgenas.search.problem import Evaluator
+    g = genome_of(space)
+    ev = Evaluator(space, Metric("accuracy", counted, goal="max"))
+    noisy = g.random(np.random.default_rng(0), 64)
+    calls.clear()
+    first = ev(noisy)
+    flipped = noisy.copy()
+    inactive = ~g.active_mask(noisy)
+    flipped[:, g.kernel][inactive] = (flipped[:, g.kernel][inactive] + 1) % len(space.kernel_sizes)
+    assert np.array_equal(ev(flipped), first)  # the same archs: no new evaluations
+    assert sum(calls) == len(np.unique(g.canonical(noisy.copy()), axis=0)) == ev.count
+    assert np.unique(ev.genomes, axis=0).shape == ev.genomes.shape
+    assert np.array_equal(g.canonical(ev.genomes.copy()), ev.genomes)
+
+
 def test_max_evals_bounds_the_work():
     space = load_space("mbv3-tiny")
     result = search(space, synthetic_accuracy(space), [], "evolution", population=20, generations=1000, max_evals=200)

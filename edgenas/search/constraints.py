@@ -209,15 +209,20 @@ class Constraints:
             return genomes
         genomes = genomes.copy()
         bad = np.nonzero(~self.feasible(genomes))[0]
-        if regenerate is not None and retries > 0 and len(bad):
-            # All retries at once: `retries` fresh attempts per over-budget row in one batch,
-            # keeping each row's first feasible attempt.
-            attempts = regenerate(np.repeat(bad, retries))
-            ok = self.feasible(attempts).reshape(len(bad), retries)
-            found = ok.any(1)
-            first = ok.argmax(1)
-            genomes[bad[found]] = attempts.reshape(len(bad), retries, -1)[found, first[found]]
-            bad = bad[~found]
+        if regenerate is not None:
+            # Retries in batches of 1, 2, 4, ... fresh attempts per row still over budget (at
+            # most `retries` in all), keeping each row's first feasible attempt: most rows need
+            # one, so the batches stay small.
+            used, batch = 0, 1
+            while len(bad) and used < retries:
+                batch = min(batch, retries - used)
+                attempts = regenerate(np.repeat(bad, batch))
+                ok = self.feasible(attempts).reshape(len(bad), batch)
+                found = ok.any(1)
+                first = ok.argmax(1)
+                genomes[bad[found]] = attempts.reshape(len(bad), batch, -1)[found, first[found]]
+                bad = bad[~found]
+                used, batch = used + batch, 2 * batch
         if len(bad) == 0:
             return genomes
         repaired, still = self.repair(genomes[bad], rng)
@@ -260,7 +265,7 @@ class Constraints:
             scores = np.where(can, rng.random(can.shape), -1.0)
             rank = np.argsort(np.argsort(-scores, axis=1), axis=1)
             sub -= (rank < count[:, None]) & can
-            genomes[bad] = g.canonical(sub)
+            genomes[bad] = sub
         return genomes, ~self.feasible(genomes)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:

@@ -58,9 +58,16 @@ class AccuracyPredictor:
     # ---- prediction ------------------------------------------------------------------------
     def predict_genomes(self, genomes: np.ndarray) -> np.ndarray:
         """Predicted accuracy (%) for each genome row, float64."""
-        x = torch.from_numpy(features(self.space, np.asarray(genomes)))
+        h = torch.from_numpy(features(self.space, np.asarray(genomes)))
+        linears = [m for m in self.model if isinstance(m, nn.Linear)]
+        # The Sequential's layers called directly (addmm, in-place ReLU): search calls this once
+        # per generation on a few dozen rows, where module dispatch is a tenth of the time.
         with torch.inference_mode():
-            return self.model(x)[:, 0].double().numpy()
+            for i, layer in enumerate(linears):
+                h = torch.addmm(layer.bias, h, layer.weight.t())
+                if i < len(linears) - 1:
+                    h.relu_()
+        return h[:, 0].double().numpy()
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         """The metric interface: a batch of archs (an ArchBatch or any sequence of Arch)."""

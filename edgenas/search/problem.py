@@ -8,7 +8,7 @@ import numpy as np
 
 from edgenas.search.constraints import Constraints
 from edgenas.search.objectives import ArchBatch, Metric
-from edgenas.space import SearchSpace
+from edgenas.space import SearchSpace, genome_of
 
 
 class Evaluator:
@@ -20,8 +20,10 @@ class Evaluator:
         self.space = space
         self.metric = metric
         self.max_evals = max_evals
-        self._index: dict[bytes, int] = {}
-        self._genomes = np.zeros((1024, len(_empty_genome(space))), np.int64)
+        self._index: dict[int, int] = {}
+        self._genome = genome_of(space)
+        self._hash = np.random.default_rng(0x5EED).integers(1, 2**63, self._genome.length, dtype=np.uint64) | np.uint64(1)
+        self._genomes = np.zeros((1024, self._genome.length), np.int64)
         self._values = np.zeros(1024, np.float64)
         self.count = 0
         self.sign = 1.0 if metric.goal == "max" else -1.0
@@ -35,10 +37,13 @@ class Evaluator:
         return None if self.max_evals is None else max(0, self.max_evals - self.count)
 
     def __call__(self, genomes: np.ndarray) -> np.ndarray:
-        genomes = np.ascontiguousarray(genomes, dtype=np.int64)
-        keys = genomes.view(np.dtype((np.void, genomes.shape[1] * 8))).ravel().tolist()  # one bytes per row
+        """Fitness of each genome; genes of blocks outside a unit's depth are ignored."""
+        genomes = self._genome.canonical(np.array(genomes, dtype=np.int64))
+        # Key each row by a 64-bit hash (a random linear map, wrapping); rows found in the
+        # archive are compared gene by gene below, so a collision cannot pass unnoticed.
+        keys = (genomes.astype(np.uint64) @ self._hash).tolist()
         index = self._index
-        fresh: dict[bytes, int] = {}
+        fresh: dict[int, int] = {}
         for i, k in enumerate(keys):
             if k not in index and k not in fresh:
                 fresh[k] = i
@@ -46,10 +51,10 @@ class Evaluator:
             rows = np.fromiter(fresh.values(), np.int64, len(fresh))
             values = self.metric(ArchBatch(self.space, genomes[rows]))
             self._append(genomes[rows], values)
-            start = self.count - len(rows)
-            for j, k in enumerate(fresh):
-                index[k] = start + j
-        idx = np.fromiter((index[k] for k in keys), np.int64, len(keys))
+            index.update(zip(fresh, range(self.count - len(rows), self.count)))
+        idx = np.fromiter(map(index.__getitem__, keys), np.int64, len(keys))
+        if not np.array_equal(self._genomes[idx], genomes):
+            raise RuntimeError("two different architectures got the same archive key")  # pragma: no cover
         return self.sign * self._values[idx]
 
     def _append(self, genomes: np.ndarray, values: np.ndarray) -> None:
@@ -71,12 +76,6 @@ class Evaluator:
     def values(self) -> np.ndarray:
         """The metric's values for `genomes` (not sign-adjusted)."""
         return self._values[:self.count]
-
-
-def _empty_genome(space: SearchSpace) -> np.ndarray:
-    from edgenas.space import genome_of
-
-    return np.zeros(genome_of(space).length, np.int64)
 
 
 @dataclass
