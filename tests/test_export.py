@@ -391,3 +391,23 @@ def test_tflite_files_have_no_depthwise_kernel_over_25_taps(tmp_path, supernet, 
                    if op["op_name"] == "DEPTHWISE_CONV_2D"]
         assert kernels and max(h * w for h, w in kernels) <= 25, (name, kernels)
         assert (7, 3) in kernels and (7, 1) in kernels
+
+
+def test_int8_calibration_observer_reads_channels_last_activations_as_the_stock_one_does():
+    require_or_skip(importlib.util.find_spec("torchao") is not None, "torchao is not installed (pip install 'edgenas[tflite]')")
+    from torchao.quantization.pt2e.observer import HistogramObserver
+
+    from edgenas.export.tflite_export import _flat_histogram_observer, flat_view
+
+    gen = torch.Generator().manual_seed(0)
+    batches = [torch.randn(2, 6, 5, 7, generator=gen) * s + o for s, o in ((1, 0), (3, 1), (0.5, -2))]
+    flat, stock = _flat_histogram_observer()(eps=2**-12), HistogramObserver(eps=2**-12)
+    for x in batches:
+        cl = x.contiguous(memory_format=torch.channels_last)
+        assert flat_view(cl).data_ptr() == cl.data_ptr()  # a view: no copy
+        assert torch.equal(torch.sort(flat_view(cl)).values, torch.sort(x.reshape(-1)).values)
+        assert flat(cl) is cl
+        stock(x)
+    assert flat.min_val == stock.min_val and flat.max_val == stock.max_val
+    assert torch.equal(flat.histogram, stock.histogram)
+    assert flat.calculate_qparams() == stock.calculate_qparams()

@@ -19,8 +19,8 @@ def add_parser(subparsers) -> None:
         help="measure sampled subnets and train the predictor",
         description="Sample subnets spread over the resolutions, measure each on the validation split after "
                     "BatchNorm recalibration (resumable: measurements are appended to a log as they arrive; run "
-                    "it again to continue; under torchrun the ranks share the work), train an MLP on 80%% of them "
-                    "and report RMSE and Spearman correlation on the other 20%%.",
+                    "it again to continue; under torchrun the ranks share the work), train an MLP on 80% of them "
+                    "and report RMSE and Spearman correlation on the other 20%.",
     )
     add_common(b)
     b.add_argument("checkpoint", metavar="CKPT", help="supernet checkpoint")
