@@ -64,3 +64,19 @@ def test_recalibrating_a_materialized_subnet_leaves_the_supernet_alone():
     recalibrate_bn(sub, torch.randn(16, 3, 32, 32))
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert not torch.equal(sub[0].bn.running_mean, net.stem.bn.running_mean)
+
+
+def test_folding_batchnorm_for_evaluation_keeps_the_function():
+    from edgenas.nn.static import fold_batchnorm
+
+    torch.manual_seed(1)
+    net = Supernet(SPACE).materialize(largest(SPACE))
+    recalibrate_bn(net, torch.randn(32, 3, 32, 32), batch_size=16)
+    images = torch.randn(8, 3, 32, 32)
+    with torch.no_grad():
+        before = net.eval()(images)
+        folded = fold_batchnorm(net)
+        after = folded(images)
+    assert folded is net
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in net.modules())
+    assert torch.allclose(before, after, atol=1e-4, rtol=1e-4)

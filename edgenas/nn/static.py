@@ -122,3 +122,26 @@ class StaticNet(nn.Sequential):
 
     def extra_repr(self) -> str:
         return f"arch={self.arch!r}, space={self.space!r}"
+
+
+@torch.no_grad()
+def fold_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv with bias computing bn(conv(x)) in eval mode (folded in float64, rounded once)."""
+    w, dtype = conv.weight, conv.weight.dtype
+    scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    bias = conv.bias.double() if conv.bias is not None else torch.zeros_like(scale)
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                       conv.dilation, conv.groups, bias=True, device=w.device, dtype=dtype)
+    folded.weight.copy_((w.double() * scale.view(-1, 1, 1, 1)).to(dtype))
+    folded.bias.copy_(((bias - bn.running_mean.double()) * scale + bn.bias.double()).to(dtype))
+    return folded
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold every ConvBNAct's BatchNorm into its conv, in place, for evaluation: the same function
+    in eval mode (up to float rounding) with one memory pass less per layer. Returns `net`."""
+    for module in net.modules():
+        if isinstance(module, ConvBNAct) and hasattr(module, "bn"):
+            module.conv = fold_bn(module.conv, module.bn)
+            del module.bn
+    return net

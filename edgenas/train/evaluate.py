@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from edgenas.data import ImageDataset
+from edgenas.nn.static import fold_batchnorm
 from edgenas.space import Arch, arch_cost
 from edgenas.supernet import Supernet
 from edgenas.train.bn import recalibrate_bn, resize
@@ -78,6 +79,9 @@ def evaluate_archs(supernet: Supernet, archs: Iterable[Arch], dataset: ImageData
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         recalibrate_bn(net, calib, resolution=arch.resolution, batch_size=batch_size)
+        fold_batchnorm(net.eval())  # the statistics are final: one pass less per layer on the test images
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
         acc, loss, seen = accuracy(net, dataset.batches(split, batch_size), arch.resolution, device, channels_last)
         cost = arch_cost(supernet.space, arch)
         result = EvalResult(arch, acc, loss, seen, cost.macs, cost.params)
