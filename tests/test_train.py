@@ -183,6 +183,7 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, si
     # A full phase of 1 epoch and a teacher phase of 2, 3 steps each. The signal arrives in the callback after
     # step 4 (the teacher phase's first); the loop reads it at the end of step 5 and stops mid-epoch (step 2 of 3).
     cfg = apply_overrides(tiny(), ["train.steps_per_epoch=3", "train.test_at_end=false",
+                                   "train.crop_padding=2", "train.flip=true",  # augmentation must resume too
                                    "schedule.phases=[{name: full, epochs: 1, lr: 0.05, kernel_sizes: max, "
                                    "expand_ratios: max, depths: max}, {name: kernel, epochs: 2, lr: 0.02, "
                                    "expand_ratios: max, depths: max, distill: teacher}]"])

@@ -79,6 +79,8 @@ class TrainSettings:
     grad_sync: Literal["allreduce", "ddp"] = "allreduce"  # multi-process gradient averaging:
     # one flat all-reduce per step (allreduce) or DistributedDataParallel(find_unused_parameters=True)
     workers: int = 0  # DataLoader worker processes for datasets read from disk
+    crop_padding: int = 0  # random crops: pad training images by this many black pixels, crop back at random
+    flip: bool = False  # mirror training images left-right at random (not for digits or text)
 
 
 @dataclass
@@ -316,7 +318,7 @@ def _check(cfg: TrainConfig, source: str) -> None:
     for key in ("batch_size", "eval_batch_size", "bn_recal_images", "val_bn_images"):
         if getattr(t, key) < 1:
             fail(f"'train.{key}' must be at least 1, got {getattr(t, key)}")
-    for key in ("val_every", "workers"):
+    for key in ("val_every", "workers", "crop_padding"):
         if getattr(t, key) < 0:
             fail(f"'train.{key}' must be 0 or more, got {getattr(t, key)}")
     if t.steps_per_epoch is not None and t.steps_per_epoch < 1:

@@ -32,6 +32,7 @@ from edgenas.io import atomic_write_text
 from edgenas.space import Arch, largest, load_space
 from edgenas.supernet import Supernet
 from edgenas.train import checkpoint as ckpt
+from edgenas.train.augment import augment
 from edgenas.train.bn import resize
 from edgenas.train.config import PhaseConfig, TrainConfig
 from edgenas.train.distributed import Dist, setup
@@ -41,7 +42,7 @@ from edgenas.train.schedule import PhaseSampler, lr_factor
 
 log = logging.getLogger("edgenas.train")
 
-_DATA, _ARCHS, _DROPOUT = 1, 2, 3  # streams of derived seeds
+_DATA, _ARCHS, _DROPOUT, _AUGMENT = 1, 2, 3, 4  # streams of derived seeds
 
 
 class TrainingDiverged(EdgeNASError):
@@ -150,6 +151,8 @@ class _Trainer:
         self.local_batch = t.batch_size // dist.world
 
         self.dataset = load_dataset(cfg.data)
+        train_split = self.dataset.train  # a black pixel, normalised: what random crops pad with
+        self.black = -torch.tensor(train_split.mean, dtype=torch.float32) / torch.tensor(train_split.std, dtype=torch.float32)
         space = load_space(cfg.space)
         if space.num_classes != self.dataset.num_classes:
             log.info("space %s: classifier set to the dataset's %d classes", space.name, self.dataset.num_classes)
@@ -299,6 +302,9 @@ class _Trainer:
         params = [q for q in self.supernet.parameters() if q.requires_grad]
         for s in range(start, self.steps):
             x, y = next(batches)
+            if t.crop_padding or t.flip:
+                gen = torch.Generator().manual_seed(seed_of(cfg.seed, _AUGMENT, p, e, self.dist.rank, s))
+                x = augment(x, self.black, t.crop_padding, t.flip, gen)
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             archs = step_archs[s]
             loss_sum, correct, nonfinite = self._forward_backward(phase, archs, x, y)
