@@ -76,6 +76,9 @@ def test_samples_are_spread_over_resolutions():
     counts = np.bincount(genomes[:, 0], minlength=len(space.resolutions))
     assert len(genomes) == 103 and counts.max() - counts.min() <= 1
     np.testing.assert_array_equal(predictor_sample(space, 103, seed=0), genomes)
+    # Asking for more keeps the first ones, so a measurement log carries over to a larger --samples.
+    np.testing.assert_array_equal(predictor_sample(space, 250, seed=0)[:103], genomes)
+    assert not np.array_equal(predictor_sample(space, 103, seed=1), genomes)
 
 
 # ---- measurement ---------------------------------------------------------------------------------

@@ -28,10 +28,16 @@ LOG_FORMAT = "edgenas-arch-accuracy"
 
 
 def predictor_sample(space: SearchSpace, n: int, seed: int = 0) -> np.ndarray:
-    """n distinct random genomes, the resolutions taking turns so each gets n / R of them."""
-    rng = np.random.default_rng(seed)
-    genomes = sample_genomes(space, rng, n)
-    genomes[:, 0] = rng.permutation(np.arange(n) % len(space.resolutions))
+    """Up to n distinct random genomes (duplicates dropped), the resolutions taking turns: every
+    run of R consecutive genomes has each of the R resolutions once, in a random order.
+
+    The sample for n is the first rows of the sample for any larger n, so a measurement log
+    made with --samples 500 is reused when the same command asks for 2000."""
+    r = len(space.resolutions)
+    genomes = sample_genomes(space, np.random.default_rng(seed), n)
+    turns = np.random.default_rng([seed, 1])  # a second stream: one permutation per run of R
+    blocks = -(-n // r)
+    genomes[:, 0] = np.argsort(turns.random((blocks, r)), axis=1).reshape(-1)[:n]
     _, first = np.unique(genomes, axis=0, return_index=True)
     return genomes[np.sort(first)]
 
