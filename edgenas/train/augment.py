@@ -10,7 +10,6 @@ augments the same way when a stopped run resumes.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 
 def augment(x: torch.Tensor, fill: torch.Tensor, crop_padding: int = 0, flip: bool = False,
@@ -19,7 +18,8 @@ def augment(x: torch.Tensor, fill: torch.Tensor, crop_padding: int = 0, flip: bo
     b, c, h, w = x.shape
     if crop_padding > 0:
         p = crop_padding
-        padded = F.pad(x - fill.view(1, c, 1, 1), (p, p, p, p)) + fill.view(1, c, 1, 1)  # pad with `fill`
+        padded = fill.view(1, c, 1, 1).expand(b, c, h + 2 * p, w + 2 * p).clone()
+        padded[:, :, p:p + h, p:p + w] = x
         dy = torch.randint(0, 2 * p + 1, (b,), generator=generator)
         dx = torch.randint(0, 2 * p + 1, (b,), generator=generator)
         rows = (dy[:, None] + torch.arange(h))[:, :, None]  # [B, H, 1]
