@@ -370,6 +370,22 @@ def test_measure_models_streams_results_in_order(profile, models, tmp_path):
     assert list(Path(profile.workdir).iterdir()) == []  # the run's temp dir is gone
 
 
+def test_interleaved_rounds_report_their_stages_while_no_result_has_arrived(profile, models):
+    """With rounds, results only come at a chunk's end: on_stage says what is happening before."""
+    prof = dataclasses.replace(profile, rounds=2)
+    events = []
+    results = measure_models(prof, [models["matmul"], models["uint8"]], on_stage=lambda s: events.append(("stage", s)),
+                             on_result=lambda r: events.append(("result", r.model)))
+    stages = [text for kind, text in events if kind == "stage"]
+    assert stages[0] == "warm-up 1/2" and set(stages) <= {"warm-up 1/2", "warm-up 2/2", "round 1/2", "round 2/2"}
+    assert stages.index("round 1/2") < stages.index("round 2/2")  # each round announced, in order
+    assert events.index(("stage", "round 2/2")) < events.index(("result", "matmul.onnx"))
+    assert all(r.ok for r in results)
+    quiet = []  # one round: results stream, no stage text
+    measure_models(dataclasses.replace(profile, rounds=1), [models["matmul"]], on_stage=quiet.append)
+    assert quiet == []
+
+
 @pytest.mark.parametrize("rounds", [1, 3])
 def test_measure_models_survives_an_agent_crash(profile, models, tmp_path, rounds):
     """A model that kills the runtime process is recorded as an error; the rest is measured."""

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -146,10 +147,13 @@ def measure_models(
     *,
     chunk_size: int | None = None,
     transport: Transport | None = None,
+    on_stage: Callable[[str], None] | None = None,
 ) -> list[MeasureResult]:
     """Measure every model file on the device; results come back in the order of `paths`.
 
-    `on_result(result)` is called for each model as soon as it is measured. `chunk_size`
+    `on_result(result)` is called for each model as soon as it is measured. With `rounds` > 1
+    no result arrives until a chunk's last round, so `on_stage(text)` tells what the agent is
+    doing meanwhile ("warm-up 12/500", "round 2/5"), for a progress display. `chunk_size`
     uploads and measures that many models at a time (all chunks share one connection and one
     agent upload), which bounds disk use on the device. Pass an open `transport` to reuse it.
     Raises `ConnectionLost` / `DeviceError` if the device drops out; results already passed
@@ -180,7 +184,7 @@ def measure_models(
             remote = t.put_many([(files[i], names[i]) for i in idx])
             remote_of = dict(zip(idx, remote))
             try:
-                _run_chunk(profile, t, agent, files, idx, remote_of, deliver)
+                _run_chunk(profile, t, agent, files, idx, remote_of, deliver, on_stage)
             finally:
                 if t.tmpdir:
                     with contextlib.suppress(DeviceError):
@@ -188,7 +192,7 @@ def measure_models(
     return [r for r in results if r is not None]
 
 
-def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_of, deliver) -> None:
+def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_of, deliver, on_stage=None) -> None:
     """Run the agent over `idx`; restart it past a model that crashes it."""
     pending = list(idx)
     while pending:
@@ -202,6 +206,7 @@ def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_
         current: int | None = None  # position in `pending` being measured
         done: set[int] = set()
         fatal: str | None = None
+        last_stage = ["", 0.0]  # the kind of stage last given to on_stage, and when
         try:
             for line in t.stream([profile.python, agent, "--job", job_remote], timeout=profile.command_timeout):
                 msg = _parse(line)
@@ -213,6 +218,12 @@ def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_
                     ready = True
                 elif msg.get("event") == "begin":
                     current = int(msg["index"])
+                    if on_stage is not None and profile.rounds > 1:
+                        # A new round at once; otherwise at most twice a second.
+                        kind = f"round {msg['round']}" if "round" in msg else "warm-up"
+                        if kind != last_stage[0] or time.monotonic() - last_stage[1] > 0.5:
+                            last_stage[:] = [kind, time.monotonic()]
+                            on_stage(_stage(msg, len(pending), profile.rounds))
                 elif "model" in msg and "index" in msg and "event" not in msg:
                     pos = int(msg["index"])
                     if 0 <= pos < len(pending) and pos not in done:
@@ -273,3 +284,10 @@ def _result(msg: dict, path: Path) -> MeasureResult:
         info=info,
         **{k: float(msg[k]) for k in _STAT_KEYS},
     )
+
+
+def _stage(begin: dict, models: int, rounds: int) -> str:
+    """What a "begin" event of an interleaved job says the agent is doing."""
+    if "round" in begin:
+        return f"round {int(begin['round']) + 1}/{rounds}"
+    return f"warm-up {int(begin['index']) + 1}/{models}"

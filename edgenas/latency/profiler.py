@@ -305,7 +305,8 @@ def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progre
                     on_result(key, r)
 
             try:
-                measure_models(profile, [Path(d) / n for n in key_of], on_result=stored, transport=t)
+                measure_models(profile, [Path(d) / n for n in key_of], on_result=stored, transport=t,
+                               on_stage=bar.set_postfix_str)
             finally:
                 for n in key_of:
                     (Path(d) / n).unlink(missing_ok=True)
@@ -389,7 +390,7 @@ def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpac
                 if on_result is not None:
                     on_result(arch_of[r.model], r)
 
-            results += measure_models(profile, paths, on_result=arrived, transport=t)
+            results += measure_models(profile, paths, on_result=arrived, transport=t, on_stage=bar.set_postfix_str)
             for p in paths:
                 p.unlink(missing_ok=True)
     return results
