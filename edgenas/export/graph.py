@@ -95,14 +95,21 @@ class HardSwishParts(nn.Module):
         return x * F.relu6(x + self.three) * self.sixth
 
 
-def int8_friendly(module: nn.Module) -> nn.Module:
-    """A copy of a `deployable` module with every h-swish spelled as `HardSwishParts`."""
+def _replaced(module: nn.Module, replacement) -> nn.Module:
+    """A copy of `module` with each submodule for which `replacement(child)` returns a module
+    swapped for that module (None keeps the child)."""
     out = copy.deepcopy(module)
     for parent in list(out.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.Hardswish):
-                setattr(parent, name, HardSwishParts())
+            new = replacement(child)
+            if new is not None:
+                setattr(parent, name, new)
     return out
+
+
+def int8_friendly(module: nn.Module) -> nn.Module:
+    """A copy of a `deployable` module with every h-swish spelled as `HardSwishParts`."""
+    return _replaced(module, lambda child: HardSwishParts() if isinstance(child, nn.Hardswish) else None)
 
 
 # XNNPACK (TFLite's CPU delegate) has one-pass depthwise kernels up to 25 taps; above that it
@@ -168,14 +175,14 @@ def _column_shift(c: int, n: int, kw: int, stride: int, pad: int) -> int:
 
 def split_depthwise(module: nn.Module, max_taps: int = MAX_DEPTHWISE_TAPS) -> nn.Module:
     """A copy of `module` with every depthwise conv of more than `max_taps` taps as `SplitDepthwise`."""
-    out = copy.deepcopy(module)
-    for parent in list(out.modules()):
-        for name, child in list(parent.named_children()):
-            if (isinstance(child, nn.Conv2d) and child.groups == child.in_channels == child.out_channels
-                    and child.groups > 1 and child.kernel_size[0] * child.kernel_size[1] > max_taps
-                    and child.dilation == (1, 1) and isinstance(child.padding, tuple)):
-                setattr(parent, name, SplitDepthwise(child, max_taps))
-    return out
+    def split(child: nn.Module) -> nn.Module | None:
+        if (isinstance(child, nn.Conv2d) and child.groups == child.in_channels == child.out_channels
+                and child.groups > 1 and child.kernel_size[0] * child.kernel_size[1] > max_taps
+                and child.dilation == (1, 1) and isinstance(child.padding, tuple)):
+            return SplitDepthwise(child, max_taps)
+        return None
+
+    return _replaced(module, split)
 
 
 class ChannelsLast(nn.Module):

@@ -34,14 +34,15 @@ def evolution(
         raise ConfigError("evolution needs a population of at least 2, parent_ratio in (0, 1] and mutation_ratio "
                           "and mutate_prob in [0, 1]")
     cons, evaluate = problem.constraints, problem.evaluate
-    choices = genome_of(problem.space).choices
+    genome = genome_of(problem.space)
+    choices = genome.choices
     n_parents = max(1, int(round(parent_ratio * population)))
     n_children = max(1, population - n_parents)
     n_mutants = min(int(round(mutation_ratio * population)), n_children)
     is_mutant = (np.arange(n_children) < n_mutants)[:, None]
 
     def draw(rows: np.ndarray) -> np.ndarray:
-        return (rng.random((len(rows), len(choices))) * choices).astype(np.int64)
+        return genome.random(rng, len(rows))
 
     pop = cons.enforce(draw(np.arange(population)), rng, regenerate=draw, retries=retries)
     fit = evaluate(pop)
