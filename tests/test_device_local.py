@@ -468,7 +468,7 @@ def test_cli_device_check_json_and_missing_runtime(tmp_path, capsys):
 
 def test_cli_device_measure(models, tmp_path, capsys):
     prof = tmp_path / "quick.yaml"
-    prof.write_text(LOCAL_CPU.read_text().replace("runs: 50", "runs: 3").replace("warmup: 10", "warmup: 1"))
+    prof.write_text(LOCAL_CPU.read_text().replace("runs: 100", "runs: 3").replace("warmup: 10", "warmup: 1"))
     # One model fails: the others are still measured, and the exit status says so.
     assert cli_main(["device", "measure", str(prof), str(models["matmul"]), str(models["broken"]),
                      str(models["int8"]), "--json"]) == 1

@@ -126,6 +126,17 @@ def test_fit_calibration_recovers_a_line():
     assert fit_calibration([], [], 0.1) == Calibration(0.1, 1.0, 0.0)
 
 
+def test_fit_calibration_is_not_pulled_by_a_subnet_measured_in_a_slow_spell():
+    raw = np.linspace(2.0, 12.0, 20)
+    measured = 1.1 * raw + 0.5
+    measured[3] *= 1.3  # measured while the device was slow
+    measured[17] *= 0.8
+    cal = fit_calibration(raw, measured, overhead_ms=0.0)
+    assert cal.scale == pytest.approx(1.1, rel=1e-3) and cal.offset_ms == pytest.approx(0.5, abs=1e-2)
+    plain = fit_calibration(raw, measured, overhead_ms=0.0, iterations=1)  # ordinary least squares
+    assert abs(plain.scale - 1.1) > 0.03
+
+
 def test_underprediction_is_a_quantile_of_the_measured_excess():
     space = load_space("mbv3-tiny")
     archs = sample(space, np.random.default_rng(2), 5)

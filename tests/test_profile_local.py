@@ -139,6 +139,37 @@ def test_cli_builds_then_validates(built, tmp_path):
     assert yaml.safe_load(out.read_text())["header"]["validation"]["n"] == 4
 
 
+def test_validation_measures_the_table_not_the_device_drift(built, tmp_path, space, caplog):
+    """A table built while the device ran three times as fast: the calibration subnets measured
+    again among the validation subnets give the drift, and the comparison is made at the
+    table's speed, with the unadjusted figures beside it and a warning about so large a drift."""
+    import dataclasses
+    import logging
+
+    from edgenas.latency import validate_table
+
+    data = yaml.safe_load(built.path.read_text())
+    for e in data["ops"].values():
+        e["mean"], e["median"] = e["mean"] / 3, e["median"] / 3
+    cal = data["header"]["calibration"]
+    cal["offset_ms"] /= 3
+    cal["overhead_ms"] /= 3
+    for e in cal["networks"].values():
+        e["mean"], e["median"] = e["mean"] / 3, e["median"] / 3
+    path = tmp_path / "fast.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    profile = dataclasses.replace(load_profile(LOCAL), warmup=1, runs=3)  # as the table was built
+    with caplog.at_level(logging.WARNING, logger="edgenas.latency.validate"):
+        v = validate_table(path, profile, 6, progress=False)
+    assert v.drift_subnets == 2 and 1.8 <= v.drift <= 5.0
+    assert np.allclose(v.compared, v.measured / v.drift)
+    d = v.to_dict()
+    assert d["unadjusted"]["within_10pct"] == 0 and d["unadjusted"]["mean_abs_pct_error"] > 50
+    assert d["mean_abs_pct_error"] < d["unadjusted"]["mean_abs_pct_error"] / 2
+    assert "unadjusted within" in v.summary() and "is it the same device" in caplog.text
+    assert yaml.safe_load(path.read_text())["header"]["validation"]["drift_subnets"] == 2
+
+
 @pytest.mark.parametrize("profiles,extra,message", [
     (1, ["--resolutions", "100"], "resolution 100 is not in space mbv3-tiny"),
     (1, ["--space", "no-such-space"], "unknown search space 'no-such-space'"),

@@ -57,10 +57,12 @@ def main():
     ap.add_argument("--ssh-first", action="store_true", help="run the SSH table before the local one in each round")
     ap.add_argument("--keep", action="store_true", help="keep (resume) the local table instead of rebuilding it")
     ap.add_argument("--quiet", action="store_true")
+    ap.add_argument("--profile", default=str(ROOT / "device_profiles" / "local-cpu.yaml"),
+                    help="the local profile (its warmup, runs and rounds are used over SSH too)")
     args = ap.parse_args()
     out = ROOT / "benchmarks" / "latency" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    local = ROOT / "device_profiles" / "local-cpu.yaml"
+    local = Path(args.profile)
     print(f"load before: {load()}", flush=True)
     server = None
     if not args.skip_ssh:

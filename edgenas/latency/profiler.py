@@ -33,7 +33,7 @@ from edgenas.errors import DeviceError, EdgeNASError
 from edgenas.latency.formats import ModelFormat, model_format
 from edgenas.latency.ops import enumerate_ops, estimate_seconds, resolutions_of
 from edgenas.latency.table import LatencyTable, entry, fit_calibration
-from edgenas.space import Arch, SearchSpace, largest, load_space, sample, smallest
+from edgenas.space import Arch, SearchSpace, load_space, sample
 
 log = logging.getLogger(__name__)
 
@@ -313,10 +313,15 @@ def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progre
 
 
 def calibration_archs(space: SearchSpace, resolutions: Sequence[int], k: int, seed: int) -> list[Arch]:
-    """The smallest subnet at the lowest resolution, the largest at the highest, and random
-    subnets spread over the resolutions (seeded): `k` distinct archs in all."""
+    """`k` distinct random subnets (seeded), spread evenly over the resolutions.
+
+    Random, like the subnets a search weighs against each other: the smallest and the largest
+    subnet lie far outside that crowd (the largest w1.0 subnet at 224 px runs ~1.7x the slowest of
+    100 random ones), and in a line fit such points decide the slope alone; with them in the
+    calibration set a validation on this machine showed a -6% to +4% bias from 160 to 224 px.
+    """
     sub = space.replace(resolutions=tuple(resolutions))
-    archs = [smallest(sub), largest(sub)][:k]
+    archs: list[Arch] = []
     rng = np.random.default_rng([seed, 7])
     i = 0
     while len(archs) < k:
@@ -351,8 +356,8 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
     fitted = fit_calibration(raw, [nets[str(a)]["median"] for a in used], float(cal.get("overhead_ms", 0.0)))
     table.update_calibration(**{
         "method": "predict = scale * sum(max(op - overhead_ms, 0)) + offset_ms; overhead_ms is the median of "
-                  "the overhead model (the per-call cost in every isolated op), scale and offset_ms a "
-                  "relative least-squares fit of measured on summed latency over the networks below",
+                  "the overhead model (the per-call cost in every isolated op), scale and offset_ms a robust "
+                  "(Huber) relative least-squares fit of measured on summed latency over the networks below",
         "overhead_ms": fitted.overhead_ms, "scale": round(fitted.scale, 6), "offset_ms": round(fitted.offset_ms, 6),
         "fitted_on": len(used),
     })

@@ -64,9 +64,10 @@ class Calibration:
     - overhead_ms: the per-call cost every isolated measurement contains (feeding the input,
       fetching the output, the runtime's dispatch), measured on a one-ReLU model; a whole
       network pays it once, not once per layer, so it is subtracted from each layer.
-    - scale, offset_ms: a least-squares line (relative error) from the summed layers to the
-      measured latency of a few whole calibration subnets, absorbing what isolated layers do not
-      show: cache reuse between layers, memory planning, and the fixed cost of one network call.
+    - scale, offset_ms: a robust least-squares line (relative error) from the summed layers to
+      the measured latency of a few random whole calibration subnets, absorbing what isolated
+      layers do not show: cache reuse between layers, memory planning, and the fixed cost of one
+      network call.
     With no calibration subnets scale = 1 and offset_ms = 0; OFA's tables carry no calibration.
     """
 
@@ -83,17 +84,32 @@ class Calibration:
         return self.scale * raw_ms + self.offset_ms
 
 
-def fit_calibration(raw_ms: Iterable[float], measured_ms: Iterable[float], overhead_ms: float) -> Calibration:
+def fit_calibration(raw_ms: Iterable[float], measured_ms: Iterable[float], overhead_ms: float,
+                    huber_k: float = 1.345, iterations: int = 30) -> Calibration:
     """Fit measured ~ scale * raw + offset, minimising the squared *relative* error (the goal is
-    a small percentage error on small and large subnets alike). One subnet fits a scale only."""
+    a small percentage error on small and large subnets alike). One subnet fits a scale only.
+
+    The fit is robust (Huber weights on the relative residuals, by iteratively reweighted least
+    squares): a calibration subnet that happened to run during a slow spell of the device, or
+    that its layers describe badly, pulls the line less than a plain least-squares fit lets it.
+    """
     raw, meas = np.asarray(list(raw_ms), float), np.asarray(list(measured_ms), float)
     if raw.size == 0:
         return Calibration(overhead_ms)
     w = 1.0 / meas
     if raw.size == 1 or np.ptp(raw) <= 1e-9 * max(raw.max(), 1e-12):
         return Calibration(overhead_ms, float(np.sum(w * w * raw * meas) / np.sum(w * w * raw * raw)), 0.0)
-    a = np.stack([raw * w, w], axis=1)
-    (scale, offset), *_ = np.linalg.lstsq(a, meas * w, rcond=None)
+    a = np.stack([raw, np.ones_like(raw)], axis=1)
+    robust = np.ones_like(raw)
+    for _ in range(iterations if raw.size > 3 else 1):
+        sw = w * np.sqrt(robust)
+        (scale, offset), *_ = np.linalg.lstsq(a * sw[:, None], meas * sw, rcond=None)
+        rel = (scale * raw + offset) / meas - 1.0
+        spread = 1.4826 * np.median(np.abs(rel - np.median(rel)))  # the residuals' robust standard deviation
+        if spread <= 1e-12:
+            break
+        u = np.abs(rel) / (huber_k * spread)
+        robust = np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
     return Calibration(overhead_ms, float(scale), float(offset))
 
 

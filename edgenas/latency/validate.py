@@ -6,6 +6,14 @@
 Random subnets (seeded, at the table's resolutions) are materialized, exported in the device's
 format and measured with the runner; each prediction `table.predict(arch)` is compared with the
 measured median.
+
+A device's speed drifts: a phone throttles when warm, and a shared VM has slow minutes. So that
+the validation measures the table and not the drift, the table's calibration subnets (whose
+latency at build time the header keeps) are measured again among the validation subnets, in the
+same agent runs. The median of their now / then ratios is the device's speed relative to the
+table (`drift`: 1.2 means 20% slower now); the comparison uses measured / drift, and the figures
+without that adjustment are reported beside it. A drift far from 1 is warned about: it is more
+likely another device or another runtime setting than a slow spell.
 """
 from __future__ import annotations
 
@@ -32,37 +40,56 @@ class ValidationReport:
     predicted: np.ndarray  # ms
     measured: np.ndarray  # ms, median of the device's timed runs
     plot: Path | None = None
+    drift: float = 1.0  # the device's latency now / at the table's build (1.0: not checked)
+    drift_subnets: int = 0  # calibration subnets measured again to estimate it
+
+    @property
+    def compared(self) -> np.ndarray:
+        """The measured latencies at the table's device speed (measured / drift)."""
+        return self.measured / self.drift
 
     @property
     def rel_error(self) -> np.ndarray:
-        return self.predicted / self.measured - 1.0
+        return self.predicted / self.compared - 1.0
 
     @property
     def rmse_ms(self) -> float:
-        return float(np.sqrt(np.mean((self.predicted - self.measured) ** 2)))
+        return float(np.sqrt(np.mean((self.predicted - self.compared) ** 2)))
 
     @property
     def spearman(self) -> float:
-        return spearman(self.predicted, self.measured)
+        return spearman(self.predicted, self.measured)  # a uniform drift changes no rank
 
-    def within(self, tolerance: float = 0.10) -> float:
-        """Share of subnets predicted within ±tolerance of the measured latency."""
-        return float(np.mean(np.abs(self.rel_error) <= tolerance))
+    def within(self, tolerance: float = 0.10, adjusted: bool = True) -> float:
+        """Share of subnets predicted within ±tolerance of the measured latency (by default at
+        the table's device speed; adjusted=False: as measured now)."""
+        truth = self.compared if adjusted else self.measured
+        return float(np.mean(np.abs(self.predicted / truth - 1.0) <= tolerance))
 
     def to_dict(self) -> dict:
-        return {
+        d = {
             "n": len(self.archs), "rmse_ms": round(self.rmse_ms, 4), "spearman": round(self.spearman, 4),
             "within_10pct": round(self.within(0.10), 4), "mean_abs_pct_error": round(float(np.mean(np.abs(self.rel_error))) * 100, 2),
             "max_abs_pct_error": round(float(np.max(np.abs(self.rel_error))) * 100, 2),
             "measured_ms": [round(float(self.measured.min()), 3), round(float(self.measured.max()), 3)],
+            "drift": round(self.drift, 4), "drift_subnets": self.drift_subnets,
             "plot": str(self.plot) if self.plot else None,
         }
+        if self.drift_subnets:
+            raw = self.predicted / self.measured - 1.0
+            d["unadjusted"] = {"within_10pct": round(self.within(0.10, adjusted=False), 4),
+                               "mean_abs_pct_error": round(float(np.mean(np.abs(raw))) * 100, 2)}
+        return d
 
     def summary(self) -> str:
         d = self.to_dict()
-        return (f"{d['n']} subnets ({d['measured_ms'][0]}-{d['measured_ms'][1]} ms): RMSE {d['rmse_ms']} ms, "
+        line = (f"{d['n']} subnets ({d['measured_ms'][0]}-{d['measured_ms'][1]} ms): RMSE {d['rmse_ms']} ms, "
                 f"Spearman {d['spearman']}, within ±10%: {d['within_10pct'] * 100:.0f}%, "
                 f"mean |error| {d['mean_abs_pct_error']}%, max {d['max_abs_pct_error']}%")
+        if self.drift_subnets:
+            line += (f"; device {self.drift:.3f}x the table's build latency ({self.drift_subnets} calibration "
+                     f"subnets re-measured), unadjusted within ±10%: {d['unadjusted']['within_10pct'] * 100:.0f}%")
+        return line
 
 
 def spearman(a, b) -> float:
@@ -82,9 +109,10 @@ def validation_archs(space: SearchSpace, resolutions: Sequence[int], n: int, see
 
 def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | str | Path, n: int, *,
                    seed: int = 0, plot: str | Path | None = None, save: bool = True, progress: bool = True,
-                   transport: Transport | None = None) -> ValidationReport:
-    """Measure `n` random subnets on the device and compare them with the table's predictions.
-    The summary goes into the table header (`validation:`) and the file is saved when `save`."""
+                   transport: Transport | None = None, drift_check: bool = True) -> ValidationReport:
+    """Measure `n` random subnets on the device and compare them with the table's predictions,
+    at the table's device speed when `drift_check` (see the module docstring). The summary goes
+    into the table header (`validation:`) and the file is saved when `save`."""
     from edgenas.latency.profiler import measure_networks
 
     table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
@@ -92,12 +120,22 @@ def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | st
     space = table.space()
     archs = validation_archs(space, table.resolutions, n, seed)
     predicted = table.predict(archs, space)  # fails on a missing key before measuring anything
-    results = measure_networks(profile, model_format(profile.runtime), space, archs, transport,
+    then = calibration_latencies(table, space) if drift_check else {}
+    refs = [a for a in then if a not in archs]
+    order = spread(archs, refs)
+    results = measure_networks(profile, model_format(profile.runtime), space, order, transport,
                                progress=progress, desc=f"{profile.name} validation")
-    bad = [(a, r.error) for a, r in zip(archs, results) if not r.ok]
+    bad = [(a, r.error) for a, r in zip(order, results) if not r.ok]
     if bad:
         raise DeviceError(f"device '{profile.name}': subnet {bad[0][0]} failed to run: {bad[0][1]}")
-    report = ValidationReport(archs, np.asarray(predicted, float), np.array([r.median_ms for r in results]))
+    measured = {a: r.median_ms for a, r in zip(order, results)}
+    drift = float(np.median([measured[a] / then[a] for a in refs])) if refs else 1.0
+    if refs and not 2 / 3 <= drift <= 1.5:
+        log.warning("%s runs the table's calibration subnets %.2fx as long as when %s was built: is it the same "
+                    "device, runtime and thread count? The validation compares at the table's speed.",
+                    profile.name, drift, table.name)
+    report = ValidationReport(archs, np.asarray(predicted, float), np.array([measured[a] for a in archs]),
+                              drift=drift, drift_subnets=len(refs))
     if plot is not None:
         report.plot = plot_validation(report, plot, title=f"{table.name}")
     table.header["validation"] = {"date": now(), "device": profile.key(), "seed": seed, **report.to_dict()}
@@ -106,13 +144,41 @@ def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | st
     return report
 
 
+def calibration_latencies(table: LatencyTable, space: SearchSpace) -> dict[Arch, float]:
+    """{calibration subnet: its median latency (ms) when the table was built}, from the header."""
+    nets = (table.header.get("calibration") or {}).get("networks") or {}
+    out = {}
+    for text, e in nets.items():
+        try:
+            out[Arch.parse(text, space)] = float(e["median"])
+        except Exception:  # a hand-edited or foreign entry: it just does not serve as a reference
+            log.debug("calibration entry %r skipped", text, exc_info=True)
+    return out
+
+
+def spread(archs: Sequence[Arch], refs: Sequence[Arch]) -> list[Arch]:
+    """`archs` with `refs` spread evenly among them, so that every chunk the runner sends to the
+    device holds some of each and sees the same device speed."""
+    if not refs:
+        return list(archs)
+    slots = np.linspace(0, len(archs), len(refs), endpoint=False).round().astype(int)
+    out: list[Arch] = []
+    j = 0
+    for i, a in enumerate(archs):
+        while j < len(refs) and slots[j] <= i:
+            out.append(refs[j])
+            j += 1
+        out.append(a)
+    return out + list(refs[j:])
+
+
 def plot_validation(report: ValidationReport, path: str | Path, title: str = "") -> Path:
     """Predicted vs measured scatter with the y = x line and a ±10% band (matplotlib Agg)."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    m, p = report.measured, report.predicted
+    m, p = report.compared, report.predicted
     lo, hi = 0.95 * min(m.min(), p.min()), 1.05 * max(m.max(), p.max())
     fig = Figure(figsize=(5, 5), dpi=120)
     ax = fig.subplots()
@@ -122,7 +188,7 @@ def plot_validation(report: ValidationReport, path: str | Path, title: str = "")
     ax.scatter(m, p, s=12, color="tab:blue")
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel("measured latency (ms)")
+    ax.set_xlabel("measured latency (ms)" + (f", / drift {report.drift:.3f}" if report.drift_subnets else ""))
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(f"{title}\n{report.summary().split(': ', 1)[1]}", fontsize=7)
     ax.legend(loc="upper left", fontsize=8)
