@@ -32,7 +32,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resolutions", type=int, nargs="+", metavar="R", help="only these input resolutions (default: all of the space's)")
     p.add_argument("--out", type=Path, help="table file (one profile only); default latency_tables/<profile key>-<space>.yaml")
     p.add_argument("--out-dir", type=Path, default=Path("latency_tables"), help="directory for default table names")
-    p.add_argument("--validate", type=int, default=0, metavar="N", help="then measure N random subnets end to end and report the accuracy")
+    p.add_argument("--validate", type=int, default=0, metavar="N", help="then measure N random subnets end to end and report the accuracy (the calibration "
+                        "subnets are measured again among them, to tell the table's error from the device's drift)")
     p.add_argument("--plot", type=Path, help="validation scatter plot PNG (default: beside the table)")
     p.add_argument("--calibrate", type=int, default=24, metavar="K", help="whole subnets measured to calibrate the table (0: none)")
     p.add_argument("--warmup", type=int, help="untimed runs per model (default: the profile's)")
