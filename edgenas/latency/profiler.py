@@ -385,6 +385,7 @@ def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpac
         for start in range(0, len(archs), chunk_size):
             paths, arch_of = [], {}
             for i, a in enumerate(archs[start:start + chunk_size]):
+                bar.set_postfix_str(f"exporting {i + 1}/{len(archs[start:start + chunk_size])}")
                 net = supernet.materialize(a)
                 paths.append(fmt.write_net(net, (1, space.in_channels, a.resolution, a.resolution),
                                            Path(d) / f"net{start + i:05d}{fmt.suffix}"))

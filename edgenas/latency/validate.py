@@ -124,7 +124,8 @@ def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | st
     refs = [a for a in then if a not in archs]
     order = spread(archs, refs)
     results = measure_networks(profile, model_format(profile.runtime), space, order, transport,
-                               progress=progress, desc=f"{profile.name} validation")
+                               progress=progress,
+                               desc=f"{profile.name} validation" + (f" + {len(refs)} calibration subnets" if refs else ""))
     bad = [(a, r.error) for a, r in zip(order, results) if not r.ok]
     if bad:
         raise DeviceError(f"device '{profile.name}': subnet {bad[0][0]} failed to run: {bad[0][1]}")
