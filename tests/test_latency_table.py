@@ -170,3 +170,15 @@ def test_ofa_tables_load_for_mbv3_w12_and_every_key_resolves(ofa_note10_dir):
         expected = sum(ofa[op.key]["mean"] for op in arch_ops(space, arch))
         assert table.predict(arch) == pytest.approx(expected, rel=0.02)
     assert table.predict(smallest(space, 160)) < table.predict(largest(space, 224))
+
+
+def test_calibration_subnets_are_distinct_random_subnets_over_the_resolutions():
+    from edgenas.latency import calibration_archs
+
+    space = load_space("mbv3-tiny")
+    archs = calibration_archs(space, [24, 28], 24, seed=0)
+    assert len(set(archs)) == 24 and [a.resolution for a in archs[:4]] == [24, 28, 24, 28]
+    assert smallest(space, 24) not in archs and largest(space, 28) not in archs
+    assert archs == calibration_archs(space, [24, 28], 24, seed=0) != calibration_archs(space, [24, 28], 24, seed=1)
+    narrow = space.replace(kernel_sizes=(7,), expand_ratios=(3,), depths=(2,), resolutions=(24,))
+    assert len(calibration_archs(narrow, [24], 5, seed=0)) == 1  # all there are, and it stops

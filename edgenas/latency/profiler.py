@@ -324,7 +324,7 @@ def calibration_archs(space: SearchSpace, resolutions: Sequence[int], k: int, se
     archs: list[Arch] = []
     rng = np.random.default_rng([seed, 7])
     i = 0
-    while len(archs) < k:
+    while len(archs) < k and i < 100 * k:  # a narrow space may hold fewer than k subnets
         a = sample(sub, rng)
         a = Arch(resolutions[i % len(resolutions)], a.units)
         i += 1
