@@ -384,8 +384,9 @@ def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpac
             tempfile.TemporaryDirectory(prefix="edgenas-nets-") as d:
         for start in range(0, len(archs), chunk_size):
             paths, arch_of = [], {}
-            for i, a in enumerate(archs[start:start + chunk_size]):
-                bar.set_postfix_str(f"exporting {i + 1}/{len(archs[start:start + chunk_size])}")
+            chunk = archs[start:start + chunk_size]
+            for i, a in enumerate(chunk):
+                bar.set_postfix_str(f"exporting {i + 1}/{len(chunk)}")
                 net = supernet.materialize(a)
                 paths.append(fmt.write_net(net, (1, space.in_channels, a.resolution, a.resolution),
                                            Path(d) / f"net{start + i:05d}{fmt.suffix}"))
