@@ -23,8 +23,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("checkpoint", metavar="CKPT", help="supernet.pt, checkpoint.pt or a run directory")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", action="append", metavar="ARCH",
-                       help="an arch string (r32_k3e4,...), 'largest' or 'smallest'; repeatable")
-    which.add_argument("--sample", type=int, metavar="N", help="N random subnets (seeded by --seed)")
+                       help="an arch string (r32_k3e4,...), 'largest' or 'smallest' (of the choices the "
+                            "supernet's last training phase sampled); repeatable")
+    which.add_argument("--sample", type=int, metavar="N",
+                       help="N random subnets (seeded by --seed) drawn from the choices the supernet's last "
+                            "training phase sampled, e.g. only the resolutions it was trained at")
     p.add_argument("--seed", type=int, default=0, help="seed of --sample and of the recalibration images (default 0)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="split to evaluate (default test)")
     p.add_argument("--bn-images", type=int, default=None, metavar="N",
@@ -41,8 +44,8 @@ def run(args: argparse.Namespace) -> int:
 
     from edgenas.data import load_dataset
     from edgenas.errors import ConfigError
-    from edgenas.space import Arch, largest, sample, smallest
-    from edgenas.train import evaluate_archs, load_supernet
+    from edgenas.space import Arch
+    from edgenas.train import PhaseSampler, evaluate_archs, load_supernet
     from edgenas.train.trainer import resolve_device
     from edgenas.train.distributed import Dist
 
@@ -53,12 +56,17 @@ def run(args: argparse.Namespace) -> int:
     device = resolve_device(args.device, Dist())
     supernet, info = load_supernet(args.checkpoint, device)
     space = supernet.space
+    # The subnets the supernet was trained for: its last phase's choices (a Fashion-MNIST run trains
+    # at 24 and 28 px only, though the space also offers 32).
+    phases = info.config.schedule.phases
+    trained = PhaseSampler(space, phases[-1], len(phases) - 1)
     if args.sample is not None:
         if args.sample < 1:
             raise ConfigError(f"--sample must be at least 1, got {args.sample}")
-        archs = sample(space, np.random.default_rng(args.seed), args.sample)
+        rng = np.random.default_rng(args.seed)
+        archs = [trained.random(rng) for _ in range(1 if trained.arch is not None else args.sample)]
     else:
-        named = {"largest": largest(space), "smallest": smallest(space)}
+        named = {"largest": trained.largest(), "smallest": trained.smallest()}
         archs = [named[a] if a in named else Arch.parse(a, space) for a in args.arch]
     bn_images = args.bn_images or info.config.train.bn_recal_images
     if bn_images < 1:
@@ -70,7 +78,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{100 * r.accuracy:6.2f}%  {r.macs / 1e6:8.2f} M  {r.params / 1e6:6.3f} M  {r.arch}", flush=True)
 
     if not args.json:
-        print(f"{dataset.describe()}; {args.split} split, BatchNorm recalibrated on {bn_images} training images", file=sys.stderr)
+        print(f"{dataset.describe()}; {args.split} split, BatchNorm recalibrated on {bn_images} training images; "
+              f"trained subnets: {trained.choices()}", file=sys.stderr)
         print(f"{'acc':>7s}  {'MACs':>10s}  {'params':>8s}  arch")
     results = evaluate_archs(supernet, archs, dataset, split=args.split, bn_images=bn_images,
                              batch_size=args.batch_size, seed=args.seed, device=device, on_result=show)

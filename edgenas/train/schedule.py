@@ -89,12 +89,17 @@ class PhaseSampler:
             return [self.largest(), self.smallest()] + [self.random(rng) for _ in range(n - 2)]
         return [self.random(rng) for _ in range(n)]
 
+    def choices(self) -> str:
+        """What the phase samples: "k{3,5,7} e{3,4,6} d{2,3,4} r{24,28}", or "only ARCH"."""
+        if self.arch is not None:
+            return f"only {self.arch}"
+        fmt = lambda vs: ",".join(str(int(v) if float(v).is_integer() else v) for v in vs)  # noqa: E731
+        return f"k{{{fmt(self.kernels)}}} e{{{fmt(self.expands)}}} d{{{fmt(self.depths)}}} r{{{fmt(self.resolutions)}}}"
+
     def describe(self) -> str:
         if self.arch is not None:
-            return f"only {self.arch}, distill {self.phase.distill}"
-        fmt = lambda vs: ",".join(str(int(v) if float(v).is_integer() else v) for v in vs)  # noqa: E731
-        return (f"k{{{fmt(self.kernels)}}} e{{{fmt(self.expands)}}} d{{{fmt(self.depths)}}} r{{{fmt(self.resolutions)}}}"
-                f" x{self.phase.subnets_per_step} {self.phase.sampler}, distill {self.phase.distill}")
+            return f"{self.choices()}, distill {self.phase.distill}"
+        return f"{self.choices()} x{self.phase.subnets_per_step} {self.phase.sampler}, distill {self.phase.distill}"
 
 
 def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
