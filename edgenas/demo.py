@@ -123,7 +123,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
 
     # 4. Search under the midpoint of the reachable latency range.
     latency = latency_metric(table, "local-cpu", space)
-    reach = metric_range(space, latency)
+    reach = metric_range(space, latency, resolutions=info.trained_resolutions)
     budget = round((reach.minimum + reach.maximum) / 2, 3)
     # The search aims below the budget by the table's error, so that the measured latency, not
     # only the predicted one, fits: at least 10%, more when the calibration subnets measured
@@ -138,7 +138,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     final_profile = DeviceProfile.from_dict(LOCAL_CPU_FINAL, source="edgenas demo")
     for attempt in range(1 + RETRIES):
         result = search(space, predictor_metric(predictor), [Constraint(latency, target)], "evolution", seed=seed,
-                        report=[latency, cost_metric("mflops"), cost_metric("mparams")])
+                        report=[latency, cost_metric("mflops"), cost_metric("mparams")],
+                        resolutions=info.trained_resolutions)
         result.extra["tables"] = {"local-cpu": str(table_path)}
         result.save(out / "search.json")
         result.plot(out / "search.png")

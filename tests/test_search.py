@@ -282,6 +282,70 @@ def test_repair_makes_every_sample_feasible_near_the_minimum():
     assert len(np.unique(genomes, axis=0)) > 1
 
 
+# ---- restricted resolutions (those a supernet was trained at) ---------------------------------------
+
+def test_latency_range_over_some_resolutions_is_exact_against_enumeration():
+    space = tiny_space().replace(resolutions=(24, 28, 32))
+    genomes = all_genomes(space)
+    metric = latency_metric(SlotTable(space, 3))
+    for allowed in [(28,), (28, 32), (24, 32)]:
+        keep = np.isin(np.array(space.resolutions)[genomes[:, 0]], allowed)
+        values = metric(ArchBatch(space, genomes[keep]))
+        found = metric_range(space, metric, resolutions=allowed)
+        assert found.exact and space.resolutions[found.argmin[0]] in allowed
+        assert (found.minimum, found.maximum) == (pytest.approx(values.min()), pytest.approx(values.max()))
+    with pytest.raises(Exception, match="no resolution 30; it offers 24, 28, 32"):
+        metric_range(space, metric, resolutions=(28, 30))
+
+
+@pytest.mark.parametrize("strategy,options", [
+    ("evolution", {"population": 24, "generations": 10}),
+    ("nsga2", {"population": 24, "generations": 10}),
+    ("random", {"evaluations": 300}),
+])
+def test_strategies_only_visit_the_allowed_resolutions(strategy, options):
+    # The objective prefers 224 px; the supernet "was trained" at 160 and 192 only.
+    space = load_space("mbv3-w1.2")
+    seen = []
+
+    def accuracy(archs):
+        seen.extend(a.resolution for a in archs)
+        return [a.resolution + arch_cost(space, a).macs / 1e9 for a in archs]
+
+    lat = latency_metric(SlotTable(space, 5))
+    span = metric_range(space, lat, resolutions=(160, 192))
+    budget = span.minimum + 0.3 * (span.maximum - span.minimum)
+    result = search(space, Metric("acc", accuracy, goal="max"), [Constraint(lat, budget)], strategy, seed=1,
+                    resolutions=(160, 192), **options)
+    assert set(seen) == {160, 192}  # both drawn, nothing else evaluated
+    assert Arch.parse(result.best["arch"], space).resolution == 192
+    assert all(e["latency_ms"]["synthetic"] <= budget for e in result.top + result.front)
+    assert result.to_dict()["resolutions"] == [160, 192]
+
+
+def test_a_generous_budget_returns_the_largest_at_the_largest_allowed_resolution():
+    space = tiny_space().replace(resolutions=(24, 28, 32))
+    lat = latency_metric(SlotTable(space, 1))
+    result = search(space, synthetic_accuracy(space), [Constraint(lat, 1e9)], "evolution", resolutions=(24, 28),
+                    population=8, generations=2)
+    assert result.note and result.best["arch"] == str(largest(space, 28))
+
+
+def test_repair_stays_on_allowed_resolutions():
+    space = load_space("mbv3-w1.2")
+    lat = latency_metric(SlotTable(space, 4))
+    allowed = (176, 224)
+    minimum = metric_range(space, lat, resolutions=allowed).minimum
+    assert minimum > metric_range(space, lat).minimum  # 160 px would be cheaper, and is not allowed
+    cons = Constraints(space, [Constraint(lat, minimum * 1.05)], resolutions=allowed)
+    cons.check()
+    rng = np.random.default_rng(0)
+    big = np.repeat(encode(space, [largest(space, 224)]), 50, axis=0)  # far over budget
+    fixed = cons.enforce(big, rng)
+    assert cons.feasible(fixed).all()
+    assert set(np.array(space.resolutions)[fixed[:, 0]]) <= set(allowed)
+
+
 # ---- Pareto helpers ---------------------------------------------------------------------------------
 
 def test_non_dominated_and_hypervolume():

@@ -18,10 +18,10 @@ from edgenas.train import TrainConfig
 from edgenas.train import checkpoint as ckpt
 
 
-def write_table(space, path, name, scale=1.0):
-    """A latency table for `space` with entries proportional to each layer's MACs."""
-    table = LatencyTable.create(space, name)
-    for op in enumerate_ops(space):
+def write_table(space, path, name, scale=1.0, resolutions=None):
+    """A latency table for `space` (at `resolutions`, default all) with entries proportional to each layer's MACs."""
+    table = LatencyTable.create(space, name, **({"resolutions": list(resolutions)} if resolutions else {}))
+    for op in enumerate_ops(space, resolutions):
         ms = scale * (op.macs / 1e6 + 0.01)
         table.set(op.key, entry(ms, ms, 0.0, 1))
     return table.save(path)
@@ -73,6 +73,66 @@ def test_search_writes_results_and_a_plot(files, capsys):
     assert best["arch"] in printed and f"{best['accuracy']:.2f}" in printed and "MACs" in printed
     png = out.with_suffix(".png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_search_keeps_to_the_resolutions_the_supernet_trained(files, tmp_path, capsys):
+    # The same weights, recorded as trained at 24 and 28 px only (as the Fashion-MNIST config does).
+    cfg = TrainConfig.from_dict({"space": "mbv3-tiny", "data": {"name": "digits", "limit": 64, "val_fraction": 0.05},
+                                 "schedule": {"phases": [{"name": "all", "epochs": 1, "lr": 0.1,
+                                                          "resolutions": [24, 28]}]}})
+    raw = torch.load(files["ckpt"], weights_only=True)
+    ckpt.save(tmp_path / "supernet.pt", {**raw, "config": cfg.to_dict()})
+    (tmp_path / "supernet.predictor.pt").write_bytes((files["dir"] / "supernet.predictor.pt").read_bytes())
+    base = ["search", "--supernet", str(tmp_path / "supernet.pt"), "--latency-table", str(files["a"]),
+            "--latency-ms", str(files["budget"]), "--population", "20", "--generations", "5", "--top-k", "20"]
+
+    def found(out):
+        data = json.loads(out.read_text())
+        return data["resolutions"], {Arch.parse(e["arch"], files["space"]).resolution for e in data["top"]}
+
+    assert main(base + ["--out", str(tmp_path / "default.json")]) == 0
+    searched, best = found(tmp_path / "default.json")
+    assert searched == [24, 28] and best <= {24, 28}
+    # Unrestricted, this predictor (accuracy grows with MACs) puts 32 px subnets among the best.
+    assert main(base + ["--resolutions", "24", "28", "32", "--out", str(tmp_path / "all.json")]) == 0
+    assert 32 in found(tmp_path / "all.json")[1]
+    assert main(base + ["--resolutions", "32", "--out", str(tmp_path / "r32.json")]) == 0
+    assert found(tmp_path / "r32.json") == ([32], {32})
+    capsys.readouterr()
+    assert main(base + ["--resolutions", "30", "--out", str(tmp_path / "bad.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no resolution 30; it offers 24, 28, 32" in err[0] and "Traceback" not in err[0]
+
+
+def test_a_table_measured_at_some_resolutions_limits_the_search_to_them(files, tmp_path, capsys):
+    part = write_table(files["space"], tmp_path / "part.yaml", "part", resolutions=[24, 28])
+    args = ["search", "--supernet", str(files["ckpt"]), "--latency-table", str(part), "--latency-ms",
+            str(files["budget"]), "--population", "20", "--generations", "5", "--top-k", "20"]
+    assert main(args + ["--out", str(tmp_path / "part.json")]) == 0
+    data = json.loads((tmp_path / "part.json").read_text())
+    assert data["resolutions"] == [24, 28]
+    assert {Arch.parse(e["arch"], files["space"]).resolution for e in data["top"]} <= {24, 28}
+    # A table with none of the resolutions the supernet trained is a one-line error naming both.
+    only32 = write_table(files["space"], tmp_path / "r32.yaml", "r32", resolutions=[32])
+    cfg = TrainConfig.from_dict({"space": "mbv3-tiny", "data": {"name": "digits", "limit": 64},
+                                 "schedule": {"phases": [{"name": "all", "epochs": 1, "lr": 0.1, "resolutions": [24, 28]}]}})
+    ckpt.save(tmp_path / "supernet.pt", {**torch.load(files["ckpt"], weights_only=True), "config": cfg.to_dict()})
+    (tmp_path / "supernet.predictor.pt").write_bytes((files["dir"] / "supernet.predictor.pt").read_bytes())
+    capsys.readouterr()
+    assert main(["search", "--supernet", str(tmp_path / "supernet.pt"), "--latency-table", str(only32),
+                 "--latency-ms", "100", "--out", str(tmp_path / "none.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "trained at 24, 28 px" in err[0] and "measured only 32 px" in err[0]
+
+
+def test_a_subnet_trained_alone_was_trained_at_its_own_resolution(files, tmp_path):
+    arch = "r28_k3e3,k3e3_k3e3,k3e3_k3e3,k3e3_k3e3,k3e3_k3e3,k3e3"
+    cfg = TrainConfig.from_dict({"space": "mbv3-tiny", "data": {"name": "digits", "limit": 64},
+                                 "schedule": {"phases": [{"name": "scratch", "epochs": 1, "lr": 0.1, "arch": arch}]}})
+    raw = torch.load(files["ckpt"], weights_only=True)
+    ckpt.save(tmp_path / "supernet.pt", {**raw, "config": cfg.to_dict()})
+    info = ckpt.read(tmp_path / "supernet.pt")[1]
+    assert info.trained_resolutions == (28,) and str(info.trained().largest()) == arch
 
 
 def test_same_seed_same_file(files):

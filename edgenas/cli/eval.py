@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.data import load_dataset
     from edgenas.errors import ConfigError
     from edgenas.space import Arch
-    from edgenas.train import PhaseSampler, evaluate_archs, load_supernet
+    from edgenas.train import evaluate_archs, load_supernet
     from edgenas.train.trainer import resolve_device
     from edgenas.train.distributed import Dist
 
@@ -58,8 +58,7 @@ def run(args: argparse.Namespace) -> int:
     space = supernet.space
     # The subnets the supernet was trained for: its last phase's choices (a Fashion-MNIST run trains
     # at 24 and 28 px only, though the space also offers 32).
-    phases = info.config.schedule.phases
-    trained = PhaseSampler(space, phases[-1], len(phases) - 1)
+    trained = info.trained()
     if args.sample is not None:
         if args.sample < 1:
             raise ConfigError(f"--sample must be at least 1, got {args.sample}")

@@ -27,6 +27,9 @@ def add_parser(subparsers) -> None:
     p.add_argument("--max-mflops", type=float, metavar="X", help="budget in millions of MACs")
     p.add_argument("--max-params", type=float, metavar="Y", help="budget in millions of parameters")
     p.add_argument("--max-peak-kb", type=float, metavar="Z", help="budget of peak fp32 activation memory, KB")
+    p.add_argument("--resolutions", type=int, nargs="+", metavar="R",
+                   help="only subnets at these input resolutions, e.g. the size your camera pipeline gives "
+                        "(default: those the supernet's last training phase sampled)")
     p.add_argument("--strategy", choices=["evolution", "nsga2", "random"], default="evolution")
     p.add_argument("--predictor", metavar="PRED", help="accuracy predictor (default: CKPT's .predictor.pt)")
     p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
@@ -70,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
     predictor = AccuracyPredictor.load(predictor_path, space)
     accuracy = predictor_metric(predictor)
 
-    tables, latency = load_tables(args.latency_table, space)
+    tables, latency, measured = load_tables(args.latency_table, space)
     constraints = [Constraint(m, args.latency_ms) for m in latency]
     for flag, name in (("max_mflops", "mflops"), ("max_params", "mparams"), ("max_peak_kb", "peak_kb")):
         if getattr(args, flag) is not None:
             constraints.append(Constraint(cost_metric(name), getattr(args, flag)))
 
+    resolutions = args.resolutions or default_resolutions(info, measured)
     options = {"population": args.population, "generations": args.generations, "mutate_prob": args.mutate_prob}
     if args.strategy == "evolution":
         options |= {"parent_ratio": args.parent_ratio, "mutation_ratio": args.mutation_ratio}
@@ -83,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
         options = {"evaluations": args.evaluations or args.population * (args.generations + 1)}
     result = search(space, accuracy, constraints, args.strategy, seed=args.seed, top_k=args.top_k,
                     report=latency + [cost_metric("mflops"), cost_metric("mparams")],
-                    max_evals=args.evaluations if args.strategy != "random" else None, **options)
+                    max_evals=args.evaluations if args.strategy != "random" else None, resolutions=resolutions,
+                    **options)
     result.extra["tables"] = tables
     result.extra["predictor"] = str(predictor_path)
     result.extra["supernet"] = str(args.supernet)
@@ -99,18 +104,37 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def default_resolutions(info, measured: list[set[int]]) -> tuple[int, ...]:
+    """The resolutions the supernet's last phase trained that every latency table measured."""
+    from edgenas.errors import EdgeNASError
+
+    trained = info.trained_resolutions
+    both = tuple(r for r in trained if all(r in m for m in measured))
+    if not both:
+        raise EdgeNASError(
+            f"the supernet was trained at {', '.join(map(str, trained))} px, but the latency tables measured only "
+            f"{', '.join(map(str, sorted(set.intersection(*measured))))} px; profile the device at a trained "
+            "resolution (edgenas profile --resolutions) or choose one with --resolutions")
+    if len(both) < len(info.space.resolutions):
+        log.info("searching at %s px: what the supernet trained%s (--resolutions to choose)",
+                 ", ".join(map(str, both)), " and the tables measured" if measured else "")
+    return both
+
+
 def load_tables(paths: list[str], space):
-    """Latency tables and their metrics; names made unique ("note10", "note10-2")."""
+    """Latency tables, their metrics and the resolutions each measured; names made unique
+    ("note10", "note10-2")."""
     from edgenas.latency.table import LatencyTable
     from edgenas.search import latency_metric
 
-    tables, metrics = {}, []
+    tables, metrics, measured = {}, [], []
     for path in paths:
         table = LatencyTable.load(path)
+        measured.append(set(table.resolutions))
         name = table.name
         n = 2
         while name in tables:
             name, n = f"{table.name}-{n}", n + 1
         tables[name] = str(path)
         metrics.append(latency_metric(table, name, space))
-    return tables, metrics
+    return tables, metrics, measured

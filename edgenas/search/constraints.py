@@ -19,7 +19,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgenas.errors import EdgeNASError
+from edgenas.errors import ConfigError, EdgeNASError
 from edgenas.search.objectives import ArchBatch, Metric
 from edgenas.space import SearchSpace, decode, encode, genome_of, largest, sample_genomes, smallest
 
@@ -48,29 +48,52 @@ class MetricRange:
     exact: bool  # False when estimated from samples (a metric of unknown structure)
 
 
-def metric_range(space: SearchSpace, metric: Metric, rng: np.random.Generator | None = None) -> MetricRange:
-    """Exact range for additive and monotone metrics, a sampled estimate otherwise."""
+def metric_range(space: SearchSpace, metric: Metric, rng: np.random.Generator | None = None,
+                 resolutions: Sequence[int] | None = None) -> MetricRange:
+    """Exact range for additive and monotone metrics, a sampled estimate otherwise; over the
+    subnets at `resolutions` only when given (default: all of the space's)."""
+    allowed = _resolution_indices(space, resolutions)
+    ends = encode(space, [smallest(space, space.resolutions[allowed[0]]), largest(space, space.resolutions[allowed[-1]])])
     if metric.structure == "additive":
-        found = _additive_range(space, metric, rng or np.random.default_rng(0))
+        found = _additive_range(space, metric, rng or np.random.default_rng(0), allowed)
         if found is not None:
             return found
     if metric.structure in ("additive", "monotone"):
-        lo, hi = encode(space, [smallest(space), largest(space)])
-        v = metric(ArchBatch(space, np.stack([lo, hi])))
+        v = metric(ArchBatch(space, ends))
         if metric.structure == "monotone":
-            return MetricRange(float(v[0]), lo, float(v[1]), True)
+            return MetricRange(float(v[0]), ends[0], float(v[1]), True)
     # Unknown structure: the best of the extremes and a large sample (a bound, not exact).
     rng = rng or np.random.default_rng(0)
-    genomes = np.concatenate([encode(space, [smallest(space), largest(space)]), sample_genomes(space, rng, 4096)])
+    genomes = np.concatenate([ends, _at(sample_genomes(space, rng, 4096), allowed, space, rng)])
     v = metric(ArchBatch(space, genomes))
     return MetricRange(float(v.min()), genomes[int(v.argmin())], float(v.max()), False)
 
 
-def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator) -> MetricRange | None:
+def _resolution_indices(space: SearchSpace, resolutions: Sequence[int] | None) -> np.ndarray:
+    """Indices (ascending) into `space.resolutions` of the allowed resolutions."""
+    if resolutions is None:
+        return np.arange(len(space.resolutions))
+    unknown = sorted(set(resolutions) - set(space.resolutions))
+    if unknown or not resolutions:
+        raise ConfigError(f"{space.name} has no resolution {', '.join(map(str, unknown))}; it offers "
+                          f"{', '.join(map(str, space.resolutions))}" if unknown else "the list of resolutions is empty")
+    return np.array(sorted(space.resolutions.index(r) for r in set(resolutions)), np.int64)
+
+
+def _at(genomes: np.ndarray, allowed: np.ndarray, space: SearchSpace, rng: np.random.Generator) -> np.ndarray:
+    """`genomes` with their resolutions drawn from the allowed ones (unchanged when all are)."""
+    if len(allowed) < len(space.resolutions):
+        genomes[:, 0] = allowed[rng.integers(len(allowed), size=len(genomes))]
+    return genomes
+
+
+def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator,
+                    allowed: np.ndarray) -> MetricRange | None:
     """Decompose an additive metric by probing it, then minimise it slot by slot.
 
     With f(arch) = fixed(r) + sum over active blocks of t(r, slot, k, e), probing a few hundred
-    genomes gives, per resolution r: base(r) (every unit at its smallest depth, smallest
+    genomes gives, per allowed resolution r (only those are probed: a latency table may
+    have been measured at some resolutions only): base(r) (every unit at its smallest depth, smallest
     choices); A(r, u, d) = the change when unit u alone goes to depth d; and delta(r, u, j, k, e) =
     the change when block j of unit u (at full depth) takes (k, e). Then
         min f = min_r [ base(r) + sum_u min_d ( A(r, u, d) + sum_{j<d} min_{k,e} delta(r, u, j) ) ]
@@ -78,11 +101,11 @@ def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator
     direct evaluation on random genomes; None when the metric is not additive after all.
     """
     g = genome_of(space)
-    R, U, D = len(space.resolutions), len(space.units), len(space.depths)
+    R, U, D = len(allowed), len(space.units), len(space.depths)
     J, K, E = space.max_depth, len(space.kernel_sizes), len(space.expand_ratios)
     rows = []
     base = np.zeros((R, g.length), np.int64)
-    base[:, 0] = np.arange(R)
+    base[:, 0] = allowed
     rows.append(base)
     depth_rows = np.repeat(base, U * D, axis=0).reshape(R, U, D, g.length).copy()
     for u in range(U):
@@ -102,7 +125,7 @@ def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator
     delta = values[R + R * U * D:].reshape(R, U, J, K * E) - full[:, :, None, None]
 
     def model(genomes: np.ndarray) -> np.ndarray:
-        r = genomes[:, 0]
+        r = np.searchsorted(allowed, genomes[:, 0])  # position among the allowed resolutions
         total = f_base[r].copy()
         active = g.active_mask(genomes).reshape(len(genomes), U, J)
         ke = (genomes[:, g.kernel] * E + genomes[:, g.expand]).reshape(len(genomes), U, J)
@@ -119,14 +142,14 @@ def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator
     per_res_min = f_base + unit_min.min(-1).sum(-1)
     r = int(per_res_min.argmin())
     argmin = np.zeros(g.length, np.int64)
-    argmin[0] = r
+    argmin[0] = allowed[r]
     for u in range(U):
         d = int(unit_min[r, u].argmin())
         argmin[1 + u] = d
         for j in range(depths[d]):
             best = int(delta[r, u, j].argmin())
             argmin[g.kernel.start + u * J + j], argmin[g.expand.start + u * J + j] = divmod(best, E)
-    check = np.concatenate([argmin[None], sample_genomes(space, rng, 64)])
+    check = np.concatenate([argmin[None], _at(sample_genomes(space, rng, 64), allowed, space, rng)])
     direct = metric(ArchBatch(space, check))
     if not np.allclose(model(check), direct, rtol=1e-6, atol=1e-9):
         return None
@@ -135,11 +158,19 @@ def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator
 
 
 class Constraints:
-    """A set of constraints on one space, with the feasibility machinery the strategies share."""
+    """A set of constraints on one space, with the feasibility machinery the strategies share.
 
-    def __init__(self, space: SearchSpace, constraints: Sequence[Constraint] = ()):
+    `resolutions` limits the subnets to those input resolutions (the ones a supernet was trained
+    at, or the one a camera pipeline gives): every genome that leaves `enforce` or `sample` has
+    one of them, and the budget check and the fallbacks consider only them."""
+
+    def __init__(self, space: SearchSpace, constraints: Sequence[Constraint] = (),
+                 resolutions: Sequence[int] | None = None):
         self.space = space
         self.items = list(constraints)
+        self.allowed = _resolution_indices(space, resolutions)  # indices into space.resolutions
+        self.resolutions = tuple(space.resolutions[i] for i in self.allowed)
+        self._all_resolutions = len(self.allowed) == len(space.resolutions)
         self.limits = np.array([c.limit for c in self.items], np.float64)
         self.ranges: list[MetricRange] = []
         self.seed: np.ndarray | None = None  # a feasible genome, set by check()
@@ -159,20 +190,36 @@ class Constraints:
             return np.ones(len(genomes), bool)
         return (self.values(genomes) <= self.limits).all(1)
 
+    # ---- the allowed resolutions --------------------------------------------------------------
+    def largest(self) -> np.ndarray:
+        """Genome of the largest subnet at the largest allowed resolution."""
+        return encode(self.space, [largest(self.space, self.resolutions[-1])])[0]
+
+    def smallest(self) -> np.ndarray:
+        return encode(self.space, [smallest(self.space, self.resolutions[0])])[0]
+
+    def restrict(self, genomes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """`genomes` (in place) with each resolution outside the allowed ones redrawn uniformly
+        among them, so a mutated or sampled gene stays uniform over what is allowed."""
+        if not self._all_resolutions:
+            bad = ~np.isin(genomes[:, 0], self.allowed)
+            genomes[bad, 0] = self.allowed[rng.integers(len(self.allowed), size=int(bad.sum()))]
+        return genomes
+
     # ---- the budget against the space --------------------------------------------------------
     def check(self) -> None:
         """Raise InfeasibleBudgetError for a budget below a metric's minimum; find a feasible
         genome to fall back on; note whether the largest subnet already meets every budget."""
         space = self.space
-        self.ranges = [metric_range(space, c.metric) for c in self.items]
+        self.ranges = [metric_range(space, c.metric, resolutions=self.resolutions) for c in self.items]
         for c, found in zip(self.items, self.ranges):
             if found.exact and c.limit < found.minimum:
                 raise InfeasibleBudgetError(self._below(c, found, "the smallest achievable"))
-        candidates = np.stack([encode(space, [smallest(space)])[0]] + [r.argmin for r in self.ranges])
+        candidates = np.stack([self.smallest()] + [r.argmin for r in self.ranges])
         ok = self.feasible(candidates)
         if not ok.any():  # the extremes fail together: try repairing a seeded sample
             rng = np.random.default_rng(0)
-            candidates, still = self.repair(sample_genomes(space, rng, 256), rng)
+            candidates, still = self.repair(self.restrict(sample_genomes(space, rng, 256), rng), rng)
             ok = ~still
         if not ok.any():
             for c, found in zip(self.items, self.ranges):
@@ -184,7 +231,7 @@ class Constraints:
                 f"({names}); loosen one of them"
             )
         self.seed = candidates[int(np.argmax(ok))]
-        self.slack = bool(self.feasible(encode(space, [largest(space)]))[0])
+        self.slack = bool(self.feasible(self.largest()[None])[0])
 
     def _below(self, c: Constraint, found: MetricRange, what: str) -> str:
         arch = decode(self.space, found.argmin[None])[0]
@@ -202,14 +249,17 @@ class Constraints:
         retries: int = 8,
         fallback: np.ndarray | None = None,
     ) -> np.ndarray:
-        """Return `genomes` with every over-budget row replaced: first by `regenerate(rows)` (a
-        fresh attempt of the operator that made them, at most `retries` times), then by repair,
-        and finally by the matching row of `fallback` (or the known feasible seed)."""
+        """Return `genomes` at allowed resolutions with every over-budget row replaced: first by
+        `regenerate(rows)` (a fresh attempt of the operator that made them, at most `retries`
+        times), then by repair, and finally by the matching row of `fallback` (or the known
+        feasible seed)."""
+        genomes = self.restrict(genomes.copy(), rng)
         if not self.items:
             return genomes
-        genomes = genomes.copy()
         bad = np.nonzero(~self.feasible(genomes))[0]
         if regenerate is not None:
+            make = regenerate
+            regenerate = lambda rows: self.restrict(make(rows), rng)  # noqa: E731
             # Retries in batches of 1, 2, 4, ... fresh attempts per row still over budget (at
             # most `retries` in all), keeping each row's first feasible attempt: most rows need
             # one, so the batches stay small.
@@ -257,6 +307,7 @@ class Constraints:
             over = excess > 0
             bad, sub, excess = bad[over], sub[over], excess[over]
             can = sub > 0
+            can[:, 0] = sub[:, 0] > self.allowed[0]  # a smaller allowed resolution exists
             can[:, g.kernel.start:] &= np.tile(g.active_mask(sub), 2)
             n_can = can.sum(1)
             bad, sub, excess, can, n_can = bad[n_can > 0], sub[n_can > 0], excess[n_can > 0], can[n_can > 0], n_can[n_can > 0]
@@ -265,12 +316,14 @@ class Constraints:
             scores = np.where(can, rng.random(can.shape), -1.0)
             rank = np.argsort(np.argsort(-scores, axis=1), axis=1)
             sub -= (rank < count[:, None]) & can
+            # A resolution moved down to one that is not allowed goes on to the next allowed one below.
+            sub[:, 0] = self.allowed[np.searchsorted(self.allowed, sub[:, 0], side="right") - 1]
             genomes[bad] = sub
         return genomes, ~self.feasible(genomes)
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n feasible genomes: uniform samples, over-budget ones redrawn a few times, then repaired."""
-        genomes = sample_genomes(self.space, rng, n)
+        genomes = self.restrict(sample_genomes(self.space, rng, n), rng)
         return self.enforce(genomes, rng, regenerate=lambda rows: sample_genomes(self.space, rng, len(rows)))
 
 

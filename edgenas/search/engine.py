@@ -27,7 +27,7 @@ from edgenas.search.pareto import non_dominated
 from edgenas.search.problem import Evaluator, Problem
 from edgenas.search.random_search import random_search
 from edgenas.search.results import SearchResult
-from edgenas.space import SearchSpace, decode, encode, largest
+from edgenas.space import SearchSpace, decode
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ def search(
     seed: int = 0,
     top_k: int = 10,
     max_evals: int | None = None,
+    resolutions: Sequence[int] | None = None,
     **options: Any,
 ) -> SearchResult:
     """Find architectures of `space` that maximise `accuracy` within `constraints`.
@@ -59,13 +60,15 @@ def search(
                  latency tables, else MFLOPs); also the axes of the result's Pareto front
     report       extra metrics to compute for the top-k and the front (e.g. every latency table)
     max_evals    stop once this many distinct architectures have been evaluated
+    resolutions  only subnets at these input resolutions (default: all of the space's), e.g. the
+                 ones the supernet was trained at
     """
     if strategy not in STRATEGIES:
         raise ConfigError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     if top_k < 1 or (max_evals is not None and max_evals < 1):
         raise ConfigError("top_k and max_evals must be at least 1")
     started = time.perf_counter()
-    cons = Constraints(space, constraints)
+    cons = Constraints(space, constraints, resolutions)
     cons.check()
     if objectives is None:
         objectives = [c.metric for c in cons.items if c.metric.structure == "additive"] or [cost_metric("mflops")]
@@ -75,10 +78,10 @@ def search(
     note = ""
     if cons.slack and cons.items:
         note = ("every budget is above the largest subnet (" + ", ".join(
-            f"{c.metric.label} {v:g} {c.metric.unit}" for c, v in zip(cons.items, cons.values(encode(space, [largest(space)]))[0])
+            f"{c.metric.label} {v:g} {c.metric.unit}" for c, v in zip(cons.items, cons.values(cons.largest()[None])[0])
         ) + "), so every subnet fits; returning the largest")
         log.warning("note: %s", note)
-        evaluate(encode(space, [largest(space)]))
+        evaluate(cons.largest()[None])
         if strategy == "nsga2":  # the front is still worth having
             nsga2(problem, rng, **options)
     else:
@@ -95,7 +98,7 @@ def _collect(problem: Problem, strategy: str, seed: int, top_k: int, report: Seq
     fitness = values * evaluate.sign
     order = np.argsort(-fitness, kind="stable")[:top_k]
     if force_largest:
-        big = encode(space, [largest(space)])
+        big = cons.largest()[None]
         order = np.concatenate([np.nonzero((genomes == big).all(1))[0][:1], order])
         order = order[np.sort(np.unique(order, return_index=True)[1])][:top_k]
     batch = ArchBatch(space, genomes)
@@ -111,7 +114,7 @@ def _collect(problem: Problem, strategy: str, seed: int, top_k: int, report: Seq
         space=space, strategy=strategy, seed=seed, accuracy_name=evaluate.metric.name,
         budget={c.name: c.limit for c in cons.items}, top=table[:len(order)], front=table[len(order):],
         evaluations=evaluate.count, seconds=seconds, note=note, archive=archive,
-        objective_names=[m.name for m in problem.objectives],
+        objective_names=[m.name for m in problem.objectives], resolutions=list(cons.resolutions),
     )
 
 

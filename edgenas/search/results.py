@@ -29,6 +29,7 @@ class SearchResult:
     note: str = ""  # e.g. that every budget is above the largest subnet
     archive: dict[str, np.ndarray] = field(default_factory=dict, repr=False)  # metric -> value per feasible evaluation
     objective_names: list[str] = field(default_factory=list)  # the cost axes of the front
+    resolutions: list[int] = field(default_factory=list)  # the input resolutions searched
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. "tables": {name: path}, "verify": [...]
 
     @property
@@ -47,6 +48,7 @@ class SearchResult:
             "strategy": self.strategy,
             "seed": self.seed,
             "objective": self.accuracy_name,
+            "resolutions": self.resolutions or list(self.space.resolutions),
             "budget": _grouped(self.budget),
             "latency_tables": self.extra.get("tables", {t: None for t in self.tables}),
             "evaluations": self.evaluations,

@@ -47,6 +47,19 @@ class CheckpointInfo:
     def data(self) -> DataConfig:
         return self.config.data
 
+    def trained(self):
+        """The `PhaseSampler` of the last phase: the subnets the final weights were trained for."""
+        from edgenas.train.schedule import PhaseSampler
+
+        phases = self.config.schedule.phases
+        return PhaseSampler(self.space, phases[-1], len(phases) - 1)
+
+    @property
+    def trained_resolutions(self) -> tuple[int, ...]:
+        """The input resolutions the last phase trained (a Fashion-MNIST run: 24 and 28, not 32)."""
+        trained = self.trained()
+        return (trained.arch.resolution,) if trained.arch is not None else trained.resolutions
+
 
 def payload(kind: str, config: TrainConfig, space: SearchSpace, model: torch.nn.Module, progress: dict,
             metrics: dict, train_state: dict | None = None) -> dict[str, Any]:
