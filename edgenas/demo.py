@@ -109,7 +109,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         # BN statistics from 250 images per subnet (the default is 2000; digits has 1294): about
         # 3x cheaper, and the predictor needs the ranking of subnets more than their last 0.1 pp.
         predictor, report = build_predictor(supernet, dataset, predictor_path, samples=samples, seed=seed,
-                                            bn_images=250)
+                                            bn_images=250, resolutions=info.trained_resolutions)
         log.info("demo: predictor RMSE %.2f pp, Spearman %.3f on %d held-out subnets",
                  report.rmse, report.spearman, report.n_test)
     step("predictor")

@@ -79,6 +79,11 @@ def test_samples_are_spread_over_resolutions():
     # Asking for more keeps the first ones, so a measurement log carries over to a larger --samples.
     np.testing.assert_array_equal(predictor_sample(space, 250, seed=0)[:103], genomes)
     assert not np.array_equal(predictor_sample(space, 103, seed=1), genomes)
+    # At some resolutions only (those a supernet trained): they take turns the same way.
+    some = predictor_sample(space, 103, seed=0, resolutions=[224, 176])
+    counts = np.bincount(some[:, 0], minlength=len(space.resolutions))
+    assert counts[[0, 2, 3]].sum() == 0 and abs(int(counts[1]) - int(counts[4])) <= 1 and len(some) == 103
+    np.testing.assert_array_equal(predictor_sample(space, 250, seed=0, resolutions=[176, 224])[:103], some)
 
 
 # ---- measurement ---------------------------------------------------------------------------------

@@ -188,6 +188,14 @@ def test_predictor_build_measures_resumably(files, tmp_path, capsys):
     assert len(lines) == 1 + 5
     assert main(args) == 0  # everything is measured: nothing is measured again
     assert log.read_text().splitlines() == lines
+    # At one resolution: the measured subnets are those at 28 px.
+    assert main(args[:-1] + [str(tmp_path / "r28.pt"), "--resolutions", "28"]) == 0
+    rows = [json.loads(x) for x in (tmp_path / "r28.pt.measured.jsonl").read_text().splitlines()[1:]]
+    assert len(rows) == 5 and {Arch.parse(r["arch"], files["space"]).resolution for r in rows} == {28}
+    capsys.readouterr()
+    assert main(args + ["--resolutions", "30"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no resolution 30" in err[0]
 
 
 @pytest.mark.slow

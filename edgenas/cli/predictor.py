@@ -31,6 +31,9 @@ def add_parser(subparsers) -> None:
     b.add_argument("--calib-images", type=int, default=2000, metavar="N",
                    help="training images for BatchNorm recalibration (default 2000)")
     b.add_argument("--epochs", type=int, default=200, help="MLP training epochs (default 200)")
+    b.add_argument("--resolutions", type=int, nargs="+", metavar="R",
+                   help="sample subnets at these input resolutions (default: those the supernet's last training "
+                        "phase sampled, which edgenas search also keeps to)")
     b.add_argument("--data", metavar="NAME", help="dataset (default: the checkpoint's)")
     b.add_argument("--data-path", metavar="DIR", help="dataset directory")
     b.set_defaults(run=run)
@@ -47,6 +50,11 @@ def run(args: argparse.Namespace) -> int:
     if args.samples < 5:
         raise EdgeNASError("--samples must be at least 5 (the predictor is tested on 20% of them)")
     supernet, info = open_checkpoint(args.checkpoint)
+    resolutions = args.resolutions or info.trained_resolutions
+    unknown = sorted(set(resolutions) - set(supernet.space.resolutions))
+    if unknown:
+        raise EdgeNASError(f"--resolutions: {supernet.space.name} has no resolution {', '.join(map(str, unknown))}; "
+                           f"it offers {', '.join(map(str, supernet.space.resolutions))}")
     dataset = load_dataset(dataset_config(info, args.data, args.data_path))
     out = Path(args.out) if args.out else default_predictor_path(args.checkpoint)
     rank, size = world()
@@ -58,11 +66,11 @@ def run(args: argparse.Namespace) -> int:
             log.info("rank %d: measured %d (%s: %.2f%%)", rank, count[0], arch, acc)
 
     if rank == 0:
-        log.info("measuring %d subnets of %s on %s%s", args.samples, supernet.space.name, dataset.describe(),
-                 f" with {size} ranks" if size > 1 else "")
+        log.info("measuring %d subnets of %s at %s px on %s%s", args.samples, supernet.space.name,
+                 ", ".join(map(str, resolutions)), dataset.describe(), f" with {size} ranks" if size > 1 else "")
     predictor, report = build_predictor(supernet, dataset, out, samples=args.samples, seed=args.seed,
                                         measurements=args.measurements, bn_images=args.calib_images,
-                                        epochs=args.epochs, on_result=progress)
+                                        epochs=args.epochs, on_result=progress, resolutions=resolutions)
     if predictor is None:
         return 0
     print(f"predictor for {supernet.space.name} trained on {report.n_train} subnets, tested on {report.n_test}:")

@@ -27,17 +27,20 @@ log = logging.getLogger(__name__)
 LOG_FORMAT = "edgenas-arch-accuracy"
 
 
-def predictor_sample(space: SearchSpace, n: int, seed: int = 0) -> np.ndarray:
-    """Up to n distinct random genomes (duplicates dropped), the resolutions taking turns: every
-    run of R consecutive genomes has each of the R resolutions once, in a random order.
+def predictor_sample(space: SearchSpace, n: int, seed: int = 0, resolutions: Sequence[int] | None = None) -> np.ndarray:
+    """Up to n distinct random genomes (duplicates dropped), the resolutions (default: all of the
+    space's) taking turns: every run of R consecutive genomes has each of the R resolutions
+    once, in a random order.
 
     The sample for n is the first rows of the sample for any larger n, so a measurement log
     made with --samples 500 is reused when the same command asks for 2000."""
-    r = len(space.resolutions)
+    allowed = np.arange(len(space.resolutions)) if resolutions is None else np.array(
+        [space.resolutions.index(x) for x in sorted(set(resolutions))], np.int64)
+    r = len(allowed)
     genomes = sample_genomes(space, np.random.default_rng(seed), n)
     turns = np.random.default_rng([seed, 1])  # a second stream: one permutation per run of R
     blocks = -(-n // r)
-    genomes[:, 0] = np.argsort(turns.random((blocks, r)), axis=1).reshape(-1)[:n]
+    genomes[:, 0] = allowed[np.argsort(turns.random((blocks, r)), axis=1).reshape(-1)[:n]]
     _, first = np.unique(genomes, axis=0, return_index=True)
     return genomes[np.sort(first)]
 
@@ -177,10 +180,12 @@ def build_predictor(
     batch_size: int = 500,
     evaluate: Callable[[Arch], float] | None = None,
     on_result: Callable[[Arch, float], None] | None = None,
+    resolutions: Sequence[int] | None = None,
     **fit_options,
 ):
-    """Sample `samples` archs, measure them on the validation split (resumable; sharded under
-    torchrun), train the MLP on 80% and report on 20%, and save it to `out` (rank 0 only).
+    """Sample `samples` archs (at `resolutions`, default all), measure them on the validation
+    split (resumable; sharded under torchrun), train the MLP on 80% and report on 20%, and save
+    it to `out` (rank 0 only).
 
     Returns (predictor, report) on rank 0 and (None, None) on the other ranks."""
     from edgenas.search.predictor import train_predictor
@@ -191,7 +196,7 @@ def build_predictor(
     space = supernet.space
     out = Path(out)
     measurements = Path(measurements) if measurements else out.with_name(out.name + ".measured.jsonl")
-    archs = decode(space, predictor_sample(space, samples, seed))
+    archs = decode(space, predictor_sample(space, samples, seed, resolutions))
     if evaluate is None:
         evaluate = subnet_accuracy(supernet, dataset, calibration_images(dataset, bn_images, seed), "val", batch_size)
     group = setup("cpu")
