@@ -59,7 +59,9 @@ def edgenas_train(config: Path, out: Path, overrides: list[str], procs: int = 1)
     for o in overrides:
         cmd += ["--set", o]
     print("$", " ".join(cmd[1:]), flush=True)
-    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    done = subprocess.run(cmd, env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"})
+    if done.returncode != 0:  # stopped (its checkpoint is kept) or failed: the training said which
+        raise SystemExit(f"{out}: training exited with status {done.returncode}; the same command resumes it")
 
 
 def test_dataset(cfg, limit: int | None):
