@@ -46,15 +46,13 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.errors import EdgeNASError
     from edgenas.search.measure import build_predictor, dataset_config, open_checkpoint, world
     from edgenas.search.predictor import default_predictor_path
+    from edgenas.space import resolution_indices
 
     if args.samples < 5:
         raise EdgeNASError("--samples must be at least 5 (the predictor is tested on 20% of them)")
     supernet, info = open_checkpoint(args.checkpoint)
     resolutions = args.resolutions or info.trained_resolutions
-    unknown = sorted(set(resolutions) - set(supernet.space.resolutions))
-    if unknown:
-        raise EdgeNASError(f"--resolutions: {supernet.space.name} has no resolution {', '.join(map(str, unknown))}; "
-                           f"it offers {', '.join(map(str, supernet.space.resolutions))}")
+    resolution_indices(supernet.space, resolutions)  # a resolution the space lacks is an error now, not later
     dataset = load_dataset(dataset_config(info, args.data, args.data_path))
     out = Path(args.out) if args.out else default_predictor_path(args.checkpoint)
     rank, size = world()

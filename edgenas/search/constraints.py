@@ -19,9 +19,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgenas.errors import ConfigError, EdgeNASError
+from edgenas.errors import EdgeNASError
 from edgenas.search.objectives import ArchBatch, Metric
-from edgenas.space import SearchSpace, decode, encode, genome_of, largest, sample_genomes, smallest
+from edgenas.space import (
+    SearchSpace, decode, encode, genome_of, largest, redraw_resolutions, resolution_indices, sample_genomes, smallest,
+)
 
 
 class InfeasibleBudgetError(EdgeNASError):
@@ -52,7 +54,7 @@ def metric_range(space: SearchSpace, metric: Metric, rng: np.random.Generator | 
                  resolutions: Sequence[int] | None = None) -> MetricRange:
     """Exact range for additive and monotone metrics, a sampled estimate otherwise; over the
     subnets at `resolutions` only when given (default: all of the space's)."""
-    allowed = _resolution_indices(space, resolutions)
+    allowed = resolution_indices(space, resolutions)
     ends = encode(space, [smallest(space, space.resolutions[allowed[0]]), largest(space, space.resolutions[allowed[-1]])])
     if metric.structure == "additive":
         found = _additive_range(space, metric, rng or np.random.default_rng(0), allowed)
@@ -64,27 +66,9 @@ def metric_range(space: SearchSpace, metric: Metric, rng: np.random.Generator | 
             return MetricRange(float(v[0]), ends[0], float(v[1]), True)
     # Unknown structure: the best of the extremes and a large sample (a bound, not exact).
     rng = rng or np.random.default_rng(0)
-    genomes = np.concatenate([ends, _at(sample_genomes(space, rng, 4096), allowed, space, rng)])
+    genomes = np.concatenate([ends, redraw_resolutions(sample_genomes(space, rng, 4096), allowed, rng)])
     v = metric(ArchBatch(space, genomes))
     return MetricRange(float(v.min()), genomes[int(v.argmin())], float(v.max()), False)
-
-
-def _resolution_indices(space: SearchSpace, resolutions: Sequence[int] | None) -> np.ndarray:
-    """Indices (ascending) into `space.resolutions` of the allowed resolutions."""
-    if resolutions is None:
-        return np.arange(len(space.resolutions))
-    unknown = sorted(set(resolutions) - set(space.resolutions))
-    if unknown or not resolutions:
-        raise ConfigError(f"{space.name} has no resolution {', '.join(map(str, unknown))}; it offers "
-                          f"{', '.join(map(str, space.resolutions))}" if unknown else "the list of resolutions is empty")
-    return np.array(sorted(space.resolutions.index(r) for r in set(resolutions)), np.int64)
-
-
-def _at(genomes: np.ndarray, allowed: np.ndarray, space: SearchSpace, rng: np.random.Generator) -> np.ndarray:
-    """`genomes` with their resolutions drawn from the allowed ones (unchanged when all are)."""
-    if len(allowed) < len(space.resolutions):
-        genomes[:, 0] = allowed[rng.integers(len(allowed), size=len(genomes))]
-    return genomes
 
 
 def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator,
@@ -149,7 +133,7 @@ def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator
         for j in range(depths[d]):
             best = int(delta[r, u, j].argmin())
             argmin[g.kernel.start + u * J + j], argmin[g.expand.start + u * J + j] = divmod(best, E)
-    check = np.concatenate([argmin[None], _at(sample_genomes(space, rng, 64), allowed, space, rng)])
+    check = np.concatenate([argmin[None], redraw_resolutions(sample_genomes(space, rng, 64), allowed, rng)])
     direct = metric(ArchBatch(space, check))
     if not np.allclose(model(check), direct, rtol=1e-6, atol=1e-9):
         return None
@@ -168,9 +152,8 @@ class Constraints:
                  resolutions: Sequence[int] | None = None):
         self.space = space
         self.items = list(constraints)
-        self.allowed = _resolution_indices(space, resolutions)  # indices into space.resolutions
+        self.allowed = resolution_indices(space, resolutions)  # indices into space.resolutions
         self.resolutions = tuple(space.resolutions[i] for i in self.allowed)
-        self._all_resolutions = len(self.allowed) == len(space.resolutions)
         self.limits = np.array([c.limit for c in self.items], np.float64)
         self.ranges: list[MetricRange] = []
         self.seed: np.ndarray | None = None  # a feasible genome, set by check()
@@ -199,12 +182,8 @@ class Constraints:
         return encode(self.space, [smallest(self.space, self.resolutions[0])])[0]
 
     def restrict(self, genomes: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """`genomes` (in place) with each resolution outside the allowed ones redrawn uniformly
-        among them, so a mutated or sampled gene stays uniform over what is allowed."""
-        if not self._all_resolutions:
-            bad = ~np.isin(genomes[:, 0], self.allowed)
-            genomes[bad, 0] = self.allowed[rng.integers(len(self.allowed), size=int(bad.sum()))]
-        return genomes
+        """`genomes` (in place) at the allowed resolutions (see `redraw_resolutions`)."""
+        return redraw_resolutions(genomes, self.allowed, rng)
 
     # ---- the budget against the space --------------------------------------------------------
     def check(self) -> None:

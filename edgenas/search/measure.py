@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from edgenas.errors import CheckpointError
-from edgenas.space import Arch, SearchSpace, genome_of, sample_genomes
+from edgenas.space import Arch, SearchSpace, genome_of, resolution_indices, sample_genomes
 
 log = logging.getLogger(__name__)
 
@@ -34,8 +34,7 @@ def predictor_sample(space: SearchSpace, n: int, seed: int = 0, resolutions: Seq
 
     The sample for n is the first rows of the sample for any larger n, so a measurement log
     made with --samples 500 is reused when the same command asks for 2000."""
-    allowed = np.arange(len(space.resolutions)) if resolutions is None else np.array(
-        [space.resolutions.index(x) for x in sorted(set(resolutions))], np.int64)
+    allowed = resolution_indices(space, resolutions)
     r = len(allowed)
     genomes = sample_genomes(space, np.random.default_rng(seed), n)
     turns = np.random.default_rng([seed, 1])  # a second stream: one permutation per run of R

@@ -23,7 +23,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from edgenas.errors import ArchError
+from edgenas.errors import ArchError, ConfigError
 from edgenas.space.space import SearchSpace, _num
 
 Block = tuple[int, float]  # (kernel size, expand ratio)
@@ -220,6 +220,31 @@ def features(space: SearchSpace, genomes: np.ndarray) -> np.ndarray:
     r_onehot = np.zeros((n, nr), np.float32)
     r_onehot[np.arange(n), genomes[:, 0]] = 1.0
     return np.concatenate([k_onehot.reshape(n, -1), e_onehot.reshape(n, -1), r_onehot], axis=1)
+
+
+# ---- a subset of the resolutions (those a supernet was trained at) ------------------------------
+
+def resolution_indices(space: SearchSpace, resolutions: Sequence[int] | None) -> np.ndarray:
+    """Indices (ascending) into `space.resolutions` of `resolutions` (default: all of them);
+    a resolution the space lacks is a ConfigError naming the ones it offers."""
+    if resolutions is None:
+        return np.arange(len(space.resolutions))
+    unknown = sorted(set(resolutions) - set(space.resolutions))
+    if unknown or not resolutions:
+        offers = ", ".join(map(str, space.resolutions))
+        raise ConfigError(f"{space.name} has no resolution {', '.join(map(str, unknown))}; it offers {offers}"
+                          if unknown else f"no resolution given; {space.name} offers {offers}")
+    return np.array(sorted(space.resolutions.index(r) for r in set(resolutions)), np.int64)
+
+
+def redraw_resolutions(genomes: np.ndarray, allowed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """`genomes` (in place) with each resolution gene outside `allowed` (indices) drawn uniformly
+    among them, so sampled and mutated genes stay uniform over what is allowed. Nothing is drawn
+    when every gene is allowed already."""
+    bad = ~np.isin(genomes[:, 0], allowed)
+    if bad.any():
+        genomes[bad, 0] = allowed[rng.integers(len(allowed), size=int(bad.sum()))]
+    return genomes
 
 
 # ---- seeded sampling, mutation, crossover (vectorised over rows) --------------------------------
