@@ -302,7 +302,7 @@ class Constraints:
 
     def sample(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """n feasible genomes: uniform samples, over-budget ones redrawn a few times, then repaired."""
-        genomes = self.restrict(sample_genomes(self.space, rng, n), rng)
+        genomes = sample_genomes(self.space, rng, n)  # enforce moves them to the allowed resolutions
         return self.enforce(genomes, rng, regenerate=lambda rows: sample_genomes(self.space, rng, len(rows)))
 
 
