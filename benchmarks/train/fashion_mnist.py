@@ -37,6 +37,7 @@ sys.path.insert(0, str(REPO))
 
 from edgenas.data import TensorSplit, load_dataset  # noqa: E402
 from edgenas.io import atomic_write_json, atomic_write_text  # noqa: E402
+from edgenas.search.predictor import spearman  # noqa: E402
 from edgenas.space import Arch, load_space  # noqa: E402
 from edgenas.train import PhaseSampler, evaluate_archs, load_config, load_supernet  # noqa: E402
 
@@ -164,10 +165,13 @@ def report(out: Path, cfg, scratch_epochs: int) -> None:
     seconds = sum(p.epochs * images / per_epoch[p.name] for p in cfg.schedule.phases)
     within = sum(abs(s["gap_pp"]) <= 0.5 for s in pairs)
     complete = len(pairs) == len(randoms)
+    # What a search needs from inherited weights is the right order more than the right level.
+    rank = spearman(np.array([s["inherited"] for s in pairs]), np.array([s["scratch"] for s in pairs]))
     doc = {
         "largest": largest, "smallest": smallest, "train_seconds": round(seconds, 1),
         "train_seconds_logged": round(logged, 1), "images_per_s_by_phase": per_epoch,
         "scratch_epochs": scratch_epochs, "pairs_measured": len(pairs), "pairs_planned": len(randoms),
+        "spearman_inherited_vs_scratch": None if rank != rank else round(rank, 3),
         "subnets": pairs,
         "checks": {"largest >= 94%": largest["accuracy"] >= 0.94, "smallest >= 91%": smallest["accuracy"] >= 0.91,
                    "train <= 2 h": seconds <= 7200,
@@ -183,7 +187,7 @@ def report(out: Path, cfg, scratch_epochs: int) -> None:
              f"Random subnets, inherited weights vs trained alone from scratch for {scratch_epochs} epochs: "
              f"{len(pairs)} of {len(randoms)} pairs measured, {within} within 0.5 pp"
              + (f", gap (inherited - scratch) {min(gaps):+.2f} to {max(gaps):+.2f} pp, mean {np.mean(gaps):+.2f}"
-                if gaps else "") + ".", "",
+                if gaps else "") + (f", Spearman rank correlation {rank:.2f}" if rank == rank else "") + ".", "",
              "| subnet | MMACs | inherited | scratch | gap (pp) | scratch training |", "|---|---:|---:|---:|---:|---:|"]
     lines += [f"| `{s['arch']}` | {s['macs'] / 1e6:.1f} | {100 * s['inherited']:.2f}% | {100 * s['scratch']:.2f}% | "
               f"{s['gap_pp']:+.2f} | {s['scratch_minutes']:.0f} min |" for s in pairs]
