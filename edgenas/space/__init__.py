@@ -24,5 +24,6 @@ from edgenas.space.space import SearchSpace, UnitSpec, load_space, make_divisibl
 __all__ = [
     "Arch", "Cost", "CostTable", "OpSpec", "SearchSpace", "UnitSpec", "arch_cost", "arch_ops", "crossover",
     "crossover_genomes", "decode", "encode", "features", "genome_of", "largest", "load_space", "make_arch",
-    "make_divisible", "mutate", "mutate_genomes", "preset_names", "redraw_resolutions", "resolution_indices", "sample", "sample_genomes", "smallest", "validate",
+    "make_divisible", "mutate", "mutate_genomes", "preset_names", "redraw_resolutions", "resolution_indices",
+    "sample", "sample_genomes", "smallest", "validate",
 ]
