@@ -14,6 +14,9 @@ Stages (each resumable: run the same command again after a stop):
              checks largest >= 94%, smallest >= 91% and |inherited - scratch| <= 0.5 pp per subnet
              (that check waits until every pair is measured; the pairs so far are reported)
 
+--scratch-from DIR reports against the from-scratch runs of another OUT, for a second schedule on the
+same config: the same seed draws the same random subnets, and pairs are matched by architecture.
+
 --quick runs every stage on a slice (data.limit, a few steps per epoch, 1000 test images) and prints
 an estimate of the full run's duration from the measured throughput of each phase.
 """
@@ -29,7 +32,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[1]
@@ -90,7 +92,10 @@ def main() -> int:
     ap.add_argument("--out", type=Path, default=HERE / "out" / "fashion")
     ap.add_argument("--stage", choices=["all", "train", "inherited", "scratch", "report"], default="all")
     ap.add_argument("--subnets", type=int, default=10, help="random subnets compared with from-scratch training")
-    ap.add_argument("--scratch-epochs", type=int, default=None, help="default: the schedule's total epochs")
+    ap.add_argument("--scratch-epochs", type=int, default=None,
+                    help="default: the schedule's total epochs, or as logged in --scratch-from")
+    ap.add_argument("--scratch-from", type=Path, default=None,
+                    help="report against the from-scratch runs of this OUT (stage report only)")
     ap.add_argument("--quick", action="store_true", help="a tiny slice of everything, plus a duration estimate")
     ap.add_argument("--procs", type=int, default=2,
                     help="training processes (torchrun, one thread each; default 2, one per core)")
@@ -106,7 +111,12 @@ def main() -> int:
         args.subnets = min(args.subnets, 2)
     test_limit = 1000 if args.quick else None
     total_epochs = sum(p.epochs for p in cfg.schedule.phases)
-    scratch_epochs = args.scratch_epochs or (1 if args.quick else total_epochs)
+    scratch_dir = args.scratch_from or out
+    if args.scratch_from and args.stage not in ("inherited", "report"):
+        ap.error("--scratch-from only goes with --stage inherited or report: "
+                 "the scratch runs are read from that directory, not trained")
+    scratch_epochs = args.scratch_epochs or (logged_epochs(scratch_dir / "scratch-0") if args.scratch_from
+                                             else 1 if args.quick else total_epochs)
     out.mkdir(parents=True, exist_ok=True)
     stages = ["train", "inherited", "scratch", "report"] if args.stage == "all" else [args.stage]
     started = time.perf_counter()
@@ -134,22 +144,30 @@ def main() -> int:
             atomic_write_json(out / "scratch.json", rows)
             print(f"scratch {i + 1}/{len(randoms)} {arch}: {100 * rows[-1]['accuracy']:.2f}%", flush=True)
     if "report" in stages:
-        report(out, cfg, scratch_epochs)
+        report(out, cfg, scratch_epochs, scratch_dir)
     if args.quick:
         estimate(out / "supernet", cfg, args.config, scratch_epochs, args.subnets, time.perf_counter() - started, args.procs)
     return 0
 
 
-def report(out: Path, cfg, scratch_epochs: int) -> None:
+def logged_epochs(run: Path) -> int:
+    """How many epochs a finished from-scratch run trained (the last epoch number in its log)."""
+    log = run / "train_log.jsonl"
+    if not log.is_file():
+        raise SystemExit(f"{log} is missing: --scratch-from needs a directory whose --stage scratch has run")
+    return max(r["epoch"] for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "epoch")
+
+
+def report(out: Path, cfg, scratch_epochs: int, scratch_dir: Path) -> None:
     inherited = read_json(out / "inherited.json", None)
     if inherited is None:
         raise SystemExit(f"{out / 'inherited.json'} is missing: run --stage inherited first")
     largest, smallest, randoms = inherited[0], inherited[1], inherited[2:]
-    scratch = {r["arch"]: r for r in read_json(out / "scratch.json", [])}
+    scratch = {r["arch"]: r for r in read_json(scratch_dir / "scratch.json", [])}
     pairs = []
     for i, a in enumerate(randoms):
         if a["arch"] in scratch:
-            slog = [json.loads(x) for x in (out / f"scratch-{i}" / "train_log.jsonl").read_text().splitlines()]
+            slog = [json.loads(x) for x in (scratch_dir / f"scratch-{i}" / "train_log.jsonl").read_text().splitlines()]
             minutes = sum(r["seconds"] for r in slog if r["event"] == "epoch") / 60
             pairs.append({"arch": a["arch"], "macs": a["macs"], "inherited": a["accuracy"],
                           "scratch": scratch[a["arch"]]["accuracy"], "scratch_minutes": round(minutes, 1),
@@ -180,11 +198,13 @@ def report(out: Path, cfg, scratch_epochs: int) -> None:
     }
     atomic_write_json(out / "report.json", doc)
     gaps = [s["gap_pp"] for s in pairs]
-    lines = [f"# Fashion-MNIST, mbv3-tiny, progressive shrinking ({seconds / 60:.0f} min of training at each phase's "
+    schedule = ", ".join(f"{p.name} {p.epochs}" for p in cfg.schedule.phases)
+    lines = [f"# Fashion-MNIST, mbv3-tiny, schedule {schedule} ({seconds / 60:.0f} min of training at each phase's "
              f"median rate; {logged / 60:.0f} min logged)", "",
              f"largest {largest['arch']}: {100 * largest['accuracy']:.2f}%  ",
              f"smallest {smallest['arch']}: {100 * smallest['accuracy']:.2f}%", "",
-             f"Random subnets, inherited weights vs trained alone from scratch for {scratch_epochs} epochs: "
+             f"Random subnets, inherited weights vs trained alone from scratch for {scratch_epochs} epochs"
+             + ("" if scratch_dir == out else f" (runs in {scratch_dir})") + ": "
              f"{len(pairs)} of {len(randoms)} pairs measured, {within} within 0.5 pp"
              + (f", gap (inherited - scratch) {min(gaps):+.2f} to {max(gaps):+.2f} pp, mean {np.mean(gaps):+.2f}"
                 if gaps else "") + (f", Spearman rank correlation {rank:.2f}" if rank == rank else "") + ".", "",
@@ -195,11 +215,12 @@ def report(out: Path, cfg, scratch_epochs: int) -> None:
     lines += ["", *(f"- {k}: {verdict[v]}" for k, v in doc["checks"].items())]
     atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
     if pairs:
-        plot_pairs(out / "pairs.png", pairs, largest, smallest, scratch_epochs)
+        plot_pairs(out / "pairs.png", pairs, largest, smallest, scratch_epochs, schedule)
     print("\n".join(lines))
 
 
-def plot_pairs(path: Path, pairs: list[dict], largest: dict, smallest: dict, scratch_epochs: int) -> None:
+def plot_pairs(path: Path, pairs: list[dict], largest: dict, smallest: dict, scratch_epochs: int,
+               schedule: str) -> None:
     """Inherited against from-scratch accuracy per subnet, with the 0.5 pp band around equality."""
     import matplotlib
 
@@ -209,7 +230,7 @@ def plot_pairs(path: Path, pairs: list[dict], largest: dict, smallest: dict, scr
     x = np.array([100 * s["scratch"] for s in pairs])
     y = np.array([100 * s["inherited"] for s in pairs])
     lo, hi = min(x.min(), y.min()) - 0.5, max(x.max(), y.max()) + 0.5
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
     ax.fill_between([lo, hi], [lo - 0.5, hi - 0.5], [lo + 0.5, hi + 0.5], color="tab:green", alpha=0.15,
                     label="within 0.5 pp (the goal)")
     ax.plot([lo, hi], [lo, hi], color="tab:green", lw=1)
@@ -220,8 +241,9 @@ def plot_pairs(path: Path, pairs: list[dict], largest: dict, smallest: dict, scr
     ax.set_xlabel(f"trained alone from scratch, {scratch_epochs} epochs (test %)")
     ax.set_ylabel("inherited from the supernet, BN recalibrated (test %)")
     ax.set_title(f"Fashion-MNIST, mbv3-tiny: {len(pairs)} random subnets\n"
+                 f"supernet schedule (epochs): {schedule}\n"
                  f"supernet largest {100 * largest['accuracy']:.2f}%, smallest {100 * smallest['accuracy']:.2f}%",
-                 fontsize=9)
+                 fontsize=8)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, loc="upper left")
     fig.tight_layout()
