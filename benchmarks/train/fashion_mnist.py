@@ -107,6 +107,11 @@ def main() -> int:
         n = len(load_config(args.config, overrides).schedule.phases)
         overrides = QUICK + [f"schedule.phases.{i}.epochs=1" for i in range(n)] + overrides
     cfg = load_config(args.config, overrides)
+    trained = out / "supernet" / "config.yaml"
+    if args.stage in ("inherited", "report") and trained.is_file():
+        # The supernet's own config, --set overrides included: a later stage run without them (a second
+        # schedule, say) still draws the same subnets and reports the schedule that was trained.
+        cfg = load_config(trained)
     if args.quick:
         args.subnets = min(args.subnets, 2)
     test_limit = 1000 if args.quick else None
