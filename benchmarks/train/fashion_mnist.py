@@ -95,7 +95,7 @@ def main() -> int:
     ap.add_argument("--scratch-epochs", type=int, default=None,
                     help="default: the schedule's total epochs, or as logged in --scratch-from")
     ap.add_argument("--scratch-from", type=Path, default=None,
-                    help="report against the from-scratch runs of this OUT (stage report only)")
+                    help="report against the from-scratch runs of this OUT (--stage report)")
     ap.add_argument("--quick", action="store_true", help="a tiny slice of everything, plus a duration estimate")
     ap.add_argument("--procs", type=int, default=2,
                     help="training processes (torchrun, one thread each; default 2, one per core)")
@@ -117,9 +117,9 @@ def main() -> int:
     test_limit = 1000 if args.quick else None
     total_epochs = sum(p.epochs for p in cfg.schedule.phases)
     scratch_dir = args.scratch_from or out
-    if args.scratch_from and args.stage not in ("inherited", "report"):
-        ap.error("--scratch-from only goes with --stage inherited or report: "
-                 "the scratch runs are read from that directory, not trained")
+    if args.scratch_from and args.stage != "report":
+        ap.error("--scratch-from only goes with --stage report: the scratch runs are read from that directory, "
+                 "not trained")
     scratch_epochs = args.scratch_epochs or (logged_epochs(scratch_dir / "scratch-0") if args.scratch_from
                                              else 1 if args.quick else total_epochs)
     out.mkdir(parents=True, exist_ok=True)
@@ -168,15 +168,17 @@ def report(out: Path, cfg, scratch_epochs: int, scratch_dir: Path) -> None:
     if inherited is None:
         raise SystemExit(f"{out / 'inherited.json'} is missing: run --stage inherited first")
     largest, smallest, randoms = inherited[0], inherited[1], inherited[2:]
-    scratch = {r["arch"]: r for r in read_json(scratch_dir / "scratch.json", [])}
+    # scratch.json lists the subnets in the order of their runs: row i was trained in scratch-i.
+    scratch = {r["arch"]: (i, r) for i, r in enumerate(read_json(scratch_dir / "scratch.json", []))}
     pairs = []
-    for i, a in enumerate(randoms):
+    for a in randoms:
         if a["arch"] in scratch:
+            i, alone = scratch[a["arch"]]
             slog = [json.loads(x) for x in (scratch_dir / f"scratch-{i}" / "train_log.jsonl").read_text().splitlines()]
             minutes = sum(r["seconds"] for r in slog if r["event"] == "epoch") / 60
             pairs.append({"arch": a["arch"], "macs": a["macs"], "inherited": a["accuracy"],
-                          "scratch": scratch[a["arch"]]["accuracy"], "scratch_minutes": round(minutes, 1),
-                          "gap_pp": round(100 * (a["accuracy"] - scratch[a["arch"]]["accuracy"]), 2)})
+                          "scratch": alone["accuracy"], "scratch_minutes": round(minutes, 1),
+                          "gap_pp": round(100 * (a["accuracy"] - alone["accuracy"]), 2)})
     log = [json.loads(x) for x in (out / "supernet" / "train_log.jsonl").read_text().splitlines()]
     epochs = [r for r in log if r["event"] == "epoch"]
     # A resumed run logs the resumed part of an interrupted epoch only, and a busy machine slows
