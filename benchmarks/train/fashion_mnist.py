@@ -86,6 +86,12 @@ def read_json(path: Path, default):
     return json.loads(path.read_text()) if path.is_file() else default
 
 
+def epoch_records(run: Path) -> list[dict]:
+    """The per-epoch records of a training run's train_log.jsonl."""
+    records = map(json.loads, (run / "train_log.jsonl").read_text().splitlines())
+    return [r for r in records if r["event"] == "epoch"]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", type=Path, default=CONFIG)
@@ -157,10 +163,10 @@ def main() -> int:
 
 def logged_epochs(run: Path) -> int:
     """How many epochs a finished from-scratch run trained (the last epoch number in its log)."""
-    log = run / "train_log.jsonl"
-    if not log.is_file():
-        raise SystemExit(f"{log} is missing: --scratch-from needs a directory whose --stage scratch has run")
-    return max(r["epoch"] for r in map(json.loads, log.read_text().splitlines()) if r["event"] == "epoch")
+    if not (run / "train_log.jsonl").is_file():
+        raise SystemExit(f"{run / 'train_log.jsonl'} is missing: --scratch-from needs a directory whose "
+                         "--stage scratch has run")
+    return max(r["epoch"] for r in epoch_records(run))
 
 
 def report(out: Path, cfg, scratch_epochs: int, scratch_dir: Path) -> None:
@@ -174,13 +180,11 @@ def report(out: Path, cfg, scratch_epochs: int, scratch_dir: Path) -> None:
     for a in randoms:
         if a["arch"] in scratch:
             i, alone = scratch[a["arch"]]
-            slog = [json.loads(x) for x in (scratch_dir / f"scratch-{i}" / "train_log.jsonl").read_text().splitlines()]
-            minutes = sum(r["seconds"] for r in slog if r["event"] == "epoch") / 60
+            minutes = sum(r["seconds"] for r in epoch_records(scratch_dir / f"scratch-{i}")) / 60
             pairs.append({"arch": a["arch"], "macs": a["macs"], "inherited": a["accuracy"],
                           "scratch": alone["accuracy"], "scratch_minutes": round(minutes, 1),
                           "gap_pp": round(100 * (a["accuracy"] - alone["accuracy"]), 2)})
-    log = [json.loads(x) for x in (out / "supernet" / "train_log.jsonl").read_text().splitlines()]
-    epochs = [r for r in log if r["event"] == "epoch"]
+    epochs = epoch_records(out / "supernet")
     # A resumed run logs the resumed part of an interrupted epoch only, and a busy machine slows
     # every epoch: give the logged sum, and the time of the schedule at each phase's median rate.
     logged = sum(r["seconds"] for r in epochs)
@@ -265,8 +269,7 @@ def estimate(run: Path, cfg, config_path: Path, scratch_epochs: int, subnets: in
     full = load_config(config_path)
     ds = load_dataset(full.data)
     n_train, n_val, n_test = len(ds.train), len(ds.val), len(ds.test)
-    log = [json.loads(x) for x in (run / "train_log.jsonl").read_text().splitlines()]
-    rates = {r["phase"]: r["images_per_s"] for r in log if r["event"] == "epoch"}
+    rates = {r["phase"]: r["images_per_s"] for r in epoch_records(run)}
     train_s = sum(p.epochs * n_train / rates[p.name] for p in full.schedule.phases)
     # Evaluation is forward-only, about 3x the training rate of the full network: 2 subnets per phase end,
     # then the final test and the inherited evaluation of 2 + 10 subnets (each with its BN recalibration).
@@ -276,9 +279,9 @@ def estimate(run: Path, cfg, config_path: Path, scratch_epochs: int, subnets: in
     epochs = sum(p.epochs for p in full.schedule.phases)
     scratch_rates = []
     for i in range(subnets):
-        slog = run.parent / f"scratch-{i}" / "train_log.jsonl"
-        if slog.is_file():
-            scratch_rates += [r["images_per_s"] for r in map(json.loads, slog.read_text().splitlines()) if r["event"] == "epoch"]
+        scratch = run.parent / f"scratch-{i}"
+        if (scratch / "train_log.jsonl").is_file():
+            scratch_rates += [r["images_per_s"] for r in epoch_records(scratch)]
     print(f"\nquick run ({procs} process(es)): {quick_seconds:.0f} s; training images/s per phase: {rates}")
     print(f"estimate on this machine: supernet training {train_s / 3600:.2f} h, evaluation {eval_s / 60:.0f} min")
     if scratch_rates:
