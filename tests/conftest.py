@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
+NOTE10 = REPO / "latency_tables" / "ofa-note10"
 
 
 def require_or_skip(condition: bool, reason: str) -> None:
@@ -18,9 +18,9 @@ def require_or_skip(condition: bool, reason: str) -> None:
 
 @pytest.fixture
 def ofa_note10_dir() -> Path:
-    path = SHARED / "reference" / "ofa-note10"
-    require_or_skip(path.is_dir(), f"OFA Note10 reference tables not found at {path}")
-    return path
+    """OFA's published Note10 tables, shipped in the repo (latency_tables/ofa-note10)."""
+    assert NOTE10.is_dir(), f"{NOTE10} is part of the repository"
+    return NOTE10
 
 
 @pytest.fixture(scope="module")

@@ -2,7 +2,7 @@
 
     python benchmarks/latency/bench_predict.py [TABLE] [--n 20000]
 
-Without TABLE it uses OFA's Note10 tables (../shared/reference/ofa-note10) for mbv3-w1.2, or a
+Without TABLE it uses OFA's Note10 tables (latency_tables/ofa-note10) for mbv3-w1.2, or a
 synthetic table for mbv3-w1.0 when they are absent. Reports the best of several repeats.
 """
 import argparse
@@ -14,7 +14,7 @@ import numpy as np
 from edgenas.latency import LatencyTable, enumerate_ops
 from edgenas.space import decode, load_space, sample_genomes
 
-OFA = Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "ofa-note10"
+OFA = Path(__file__).resolve().parents[2] / "latency_tables" / "ofa-note10"
 
 
 def main():

@@ -6,7 +6,7 @@ equal numbers of evaluated architectures. See README.md beside this file for res
 Both implementations run with the same number of torch threads (--threads, default 1).
 The accuracy predictor is edgenas's MLP (3 x 400) trained on a synthetic proxy target (see
 `proxy_accuracy`), cached in benchmarks/search/out/. Latency: OFA's published Note10 tables for
-mbv3-w1.2 (shared/reference/ofa-note10), loaded by edgenas.latency.LatencyTable; OFA's finder gets
+mbv3-w1.2 (latency_tables/ofa-note10), loaded by edgenas.latency.LatencyTable; OFA's finder gets
 the same entries through its own LatencyEstimator code.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from edgenas.space import encode, load_space, make_arch, sample_genomes
 
 HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
-TABLES = HERE.parents[2] / "shared" / "reference" / "ofa-note10"
+TABLES = HERE.parents[1] / "latency_tables" / "ofa-note10"
 
 
 # ---- the accuracy predictor: edgenas's MLP trained on a synthetic proxy ------------------------------
