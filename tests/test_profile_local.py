@@ -12,7 +12,7 @@ import yaml
 from edgenas.device import load_profile
 from edgenas.errors import EdgeNASError
 from edgenas.latency import LatencyTable, enumerate_ops, profile_device, profile_many
-from edgenas.space import largest, load_space, sample, smallest
+from edgenas.space import Arch, largest, load_space, sample, smallest
 
 pytest.importorskip("onnxruntime")
 
@@ -207,3 +207,41 @@ def test_tflite_device_profiles_and_validates(tmp_path):
     assert all(e["median"] > 0 for e in table.ops.values())
     v = validate_table(out, tflite, 2, progress=False)
     assert len(v.measured) == 2 and (v.measured > 0).all() and (v.predicted > 0).all()
+
+
+@pytest.fixture(scope="module")
+def checked(tmp_path_factory, space):
+    """A table of mbv3-tiny at 24 px calibrated on six subnets: enough for the calibration check."""
+    out = tmp_path_factory.mktemp("checked") / "t.yaml"
+    return profile_device(LOCAL, space, out=out, calibrate=6, **FAST)
+
+
+def test_calibration_subnets_are_measured_twice_and_the_check_is_recorded(checked, space):
+    from edgenas.latency.calibration import assess_calibration
+
+    table = LatencyTable.load(checked.path)
+    cal = table.header["calibration"]
+    nets = cal["networks"]
+    assert len(nets) == 6 and all(e["repeat_median"] > 0 for e in nets.values())
+    check = cal["check"]
+    assert check["checked_on"] == 6 and isinstance(check["reliable"], bool)
+    # The recorded verdict is the one the stored measurements give.
+    archs = [Arch.parse(a, space) for a in nets]
+    again = assess_calibration([table.predict_raw(a) for a in archs], [nets[str(a)]["median"] for a in archs],
+                               table.calibration, [nets[str(a)]["repeat_median"] for a in archs])
+    assert again.to_header() == check
+    assert table.unreliable == list(check.get("reasons", []))
+    assert table.predict(smallest(space, 24)) > 0
+
+
+def test_a_rerun_adds_the_missing_repeat_measurements(checked, tmp_path, space):
+    data = yaml.safe_load(checked.path.read_text())
+    first = next(iter(data["header"]["calibration"]["networks"]))
+    del data["header"]["calibration"]["networks"][first]["repeat_median"]
+    out = tmp_path / "t.yaml"
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    report = profile_device(LOCAL, space, out=out, calibrate=6, **FAST)
+    assert report.measured == [] and report.networks_measured == []  # nothing measured from scratch
+    nets = LatencyTable.load(out).header["calibration"]["networks"]
+    assert nets[first]["repeat_median"] > 0
+    assert nets[first]["median"] == data["header"]["calibration"]["networks"][first]["median"]

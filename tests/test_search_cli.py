@@ -228,3 +228,30 @@ def test_predictor_build_under_torchrun_shares_the_work(files, tmp_path):
     shards = [tmp_path / f"pred.pt.measured.jsonl.rank{r}" for r in (0, 1)]
     assert [len(p.read_text().splitlines()) - 1 for p in shards] == [3, 3]
     assert AccuracyPredictor.load(out, files["space"]).report.n_train == 5
+
+
+def test_search_refuses_a_table_profile_marked_unreliable_unless_forced(files, tmp_path, capsys):
+    from pathlib import Path
+
+    import yaml
+
+    from edgenas.latency import profile_device
+
+    local = Path(__file__).resolve().parents[1] / "device_profiles" / "local-cpu.yaml"
+    report = profile_device(local, files["space"], out=tmp_path / "t.yaml", calibrate=6, resolutions=[24],
+                            warmup=1, runs=3, progress=False)
+    data = yaml.safe_load(report.path.read_text())
+    reason = "the calibration subnets' measured order does not follow the table (Spearman 0.12 < 0.9)"
+    data["header"]["calibration"]["check"].update(reliable=False, reasons=[reason])
+    bad = tmp_path / "unreliable.yaml"
+    bad.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = bad.read_bytes()
+    args = ["search", "--supernet", str(files["ckpt"]), "--latency-table", str(bad), "--latency-ms", "100",
+            "--population", "10", "--generations", "2", "--out", str(tmp_path / "r.json")]
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "unreliable" in err and "Spearman 0.12" in err and "--force" in err
+    assert not (tmp_path / "r.json").exists() and bad.read_bytes() == before
+    assert main(args + ["--force"]) == 0
+    assert json.loads((tmp_path / "r.json").read_text())["top"]

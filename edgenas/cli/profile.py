@@ -74,8 +74,11 @@ def run(args: argparse.Namespace) -> int:
         log.info("%s: %s: %d measured, %d reused, %d failed in %.0f s", profile.name, report.path, len(report.measured),
                  report.reused, len(report.failed), report.seconds)
         cal = report.table.calibration
-        log.info("%s: calibration: overhead %.4f ms per op, scale %.3f, offset %.3f ms", profile.name,
-                 cal.overhead_ms, cal.scale, cal.offset_ms)
+        check = (report.table.header.get("calibration") or {}).get("check") or {}
+        verdict = ("unreliable" if report.table.unreliable else
+                   f"checked on {check['checked_on']} subnets" if check.get("spearman") is not None else "not checked")
+        log.info("%s: calibration: overhead %.4f ms per op, scale %.3f, offset %.3f ms (%s)", profile.name,
+                 cal.overhead_ms, cal.scale, cal.offset_ms, verdict)
         if report.failed:
             status = 1
             for key, err in report.failed.items():

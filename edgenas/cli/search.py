@@ -51,6 +51,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", metavar="PROFILE", help="device profile for --verify latency measurements")
     p.add_argument("--data", metavar="NAME", help="dataset for --verify (default: the checkpoint's)")
     p.add_argument("--data-path", metavar="DIR", help="dataset directory for --verify")
+    p.add_argument("--force", action="store_true",
+                   help="use a latency table that profile marked unreliable (its predictions may be noise)")
     p.set_defaults(run=run)
 
 
@@ -73,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = AccuracyPredictor.load(predictor_path, space)
     accuracy = predictor_metric(predictor)
 
-    tables, latency, measured = load_tables(args.latency_table, space)
+    tables, latency, measured = load_tables(args.latency_table, space, force=args.force)
     constraints = [Constraint(m, args.latency_ms) for m in latency]
     for flag, name in (("max_mflops", "mflops"), ("max_params", "mparams"), ("max_peak_kb", "peak_kb")):
         if getattr(args, flag) is not None:
@@ -121,15 +123,22 @@ def default_resolutions(info, measured: list[set[int]]) -> tuple[int, ...]:
     return both
 
 
-def load_tables(paths: list[str], space):
+def load_tables(paths: list[str], space, force: bool = False):
     """Latency tables, their metrics and the resolutions each measured; names made unique
-    ("note10", "note10-2")."""
+    ("note10", "note10-2"). A table that profile marked unreliable is an error unless `force`."""
+    from edgenas.errors import EdgeNASError
     from edgenas.latency.table import LatencyTable
     from edgenas.search import latency_metric
 
     tables, metrics, measured = {}, [], []
     for path in paths:
         table = LatencyTable.load(path)
+        if table.unreliable:
+            why = table.unreliable[0] + (f" (+{len(table.unreliable) - 1} more)" if len(table.unreliable) > 1 else "")
+            if not force:
+                raise EdgeNASError(f"latency table {path} is unreliable: {why}; profile again as its header's "
+                                   "calibration.check.advice says, or pass --force")
+            log.warning("searching with unreliable latency table %s (--force): %s", path, why)
         measured.append(set(table.resolutions))
         name = table.name
         n = 2

@@ -32,8 +32,10 @@ from edgenas.device.transport import Transport
 from edgenas.errors import DeviceError, EdgeNASError
 from edgenas.latency.formats import ModelFormat, model_format
 from edgenas.latency.ops import enumerate_ops, estimate_seconds, resolutions_of
-from edgenas.latency.table import LatencyTable, entry, fit_calibration
+from edgenas.latency.calibration import assess_calibration, fit_calibration
+from edgenas.latency.table import LatencyTable, entry
 from edgenas.space import Arch, SearchSpace, load_space, sample
+from edgenas.space.arch import smallest as smallest_arch
 
 log = logging.getLogger(__name__)
 
@@ -334,44 +336,59 @@ def calibration_archs(space: SearchSpace, resolutions: Sequence[int], k: int, se
 
 
 def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progress, position, on_result) -> None:
+    """Measure the calibration subnets twice (two passes, so a slow spell of the device shows as
+    a disagreement), fit the line, and check that the measurements support it."""
     cal = table.header.setdefault("calibration", {})
     nets = cal.setdefault("networks", {})
     archs = calibration_archs(space, res, k, seed)
-    todo = [a for a in archs if str(a) not in nets]
+    todo = [a for a in archs if str(a) not in nets or "repeat_median" not in nets[str(a)]]
+    passes = {a: (0 if str(a) not in nets else 1) for a in todo}  # measurements each already has
 
     def stored(a: Arch, r: MeasureResult) -> None:
         if not r.ok:
             raise DeviceError(f"device '{profile.name}': calibration subnet {a} failed: {r.error}")
-        nets[str(a)] = _result_entry(r)
-        report.networks_measured.append(str(a))
+        if passes[a] == 0:
+            nets[str(a)] = _result_entry(r)
+            report.networks_measured.append(str(a))
+        elif passes[a] == 1:
+            nets[str(a)]["repeat_median"] = round(float(r.median_ms), 6)
+        passes[a] += 1
         saver.touch()
         if on_result is not None:
             on_result(f"net:{a}", r)
 
     if todo:
+        fresh = [a for a in todo if passes[a] == 0]
         measure_networks(profile, fmt, space, todo, t, progress=progress, position=position,
-                         desc=f"{profile.name} calibration", on_result=stored)
+                         desc=f"{profile.name} calibration", on_result=stored, repeats=2 if fresh else 1)
     used = [a for a in archs if str(a) in nets]
     raw = [table.predict_raw(a, space) for a in used]
-    fitted = fit_calibration(raw, [nets[str(a)]["median"] for a in used], float(cal.get("overhead_ms", 0.0)))
+    measured = [float(nets[str(a)]["median"]) for a in used]
+    smallest = min(table.predict_raw(smallest_arch(space, r), space) for r in res)
+    fitted = fit_calibration(raw, measured, float(cal.get("overhead_ms", 0.0)), smallest_raw_ms=smallest)
+    check = assess_calibration(raw, measured, fitted, [nets[str(a)].get("repeat_median") for a in used])
     table.update_calibration(**{
         "method": "predict = scale * sum(max(op - overhead_ms, 0)) + offset_ms; overhead_ms is the median of "
                   "the overhead model (the per-call cost in every isolated op), scale and offset_ms a robust "
-                  "(Huber) relative least-squares fit of measured on summed latency over the networks below",
+                  "(Huber) relative least-squares fit of measured on summed latency over the networks below, "
+                  "with scale > 0 and the smallest subnet predicted at >= half its summed layers x scale",
         "overhead_ms": fitted.overhead_ms, "scale": round(fitted.scale, 6), "offset_ms": round(fitted.offset_ms, 6),
-        "fitted_on": len(used),
+        "fitted_on": len(used), "check": check.to_header(),
     })
+    if not check.reliable:
+        log.warning("%s", check.warning(table.name))
     cal["networks"] = cal.pop("networks")  # keep it last in the header: it is long
     saver.touch()
 
 
 def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpace, archs: Sequence[Arch],
                      transport: Transport | None = None, *, progress: bool = True, position: int = 0,
-                     desc: str = "networks", chunk_size: int = 25,
+                     desc: str = "networks", chunk_size: int = 25, repeats: int = 1,
                      on_result: Callable[[Arch, MeasureResult], None] | None = None) -> list[MeasureResult]:
     """Materialize each subnet from a randomly initialised supernet, export it in the device's
-    format (the same path a user's exported subnet takes) and measure it; `on_result(arch,
-    result)` is called as each result arrives."""
+    format (the same path a user's exported subnet takes) and measure it `repeats` times (whole
+    passes over a chunk, so the repeats lie apart in time); `on_result(arch, result)` is called
+    as each result arrives, in pass order."""
     from edgenas.supernet import Supernet
 
     import torch
@@ -380,7 +397,7 @@ def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpac
         torch.manual_seed(0)
         supernet = Supernet(space).eval()
     results: list[MeasureResult] = []
-    with _opened(profile, transport) as t, _bar(len(archs), desc, progress, position) as bar, \
+    with _opened(profile, transport) as t, _bar(len(archs) * repeats, desc, progress, position) as bar, \
             tempfile.TemporaryDirectory(prefix="edgenas-nets-") as d:
         for start in range(0, len(archs), chunk_size):
             paths, arch_of = [], {}
@@ -397,7 +414,9 @@ def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpac
                 if on_result is not None:
                     on_result(arch_of[r.model], r)
 
-            results += measure_models(profile, paths, on_result=arrived, transport=t, on_stage=bar.set_postfix_str)
+            for _ in range(repeats):
+                results += measure_models(profile, paths, on_result=arrived, transport=t,
+                                          on_stage=bar.set_postfix_str)
             for p in paths:
                 p.unlink(missing_ok=True)
     return results

@@ -26,7 +26,6 @@ from __future__ import annotations
 import datetime as _dt
 import math
 import re
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -36,6 +35,7 @@ import yaml
 from edgenas import __version__
 from edgenas.errors import ConfigError, EdgeNASError
 from edgenas.io import atomic_write_text
+from edgenas.latency.calibration import Calibration, fit_calibration  # noqa: F401 (re-exported)
 from edgenas.space.arch import Arch, decode, genome_of
 from edgenas.space.ops import arch_ops
 from edgenas.space.space import SearchSpace, load_space, preset_names
@@ -53,64 +53,6 @@ class MissingKeyError(EdgeNASError):
 
 def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """How whole-network latency is predicted from the per-layer entries:
-
-        predict(arch) = scale * sum over layers of max(entry - overhead_ms, 0) + offset_ms
-
-    - overhead_ms: the per-call cost every isolated measurement contains (feeding the input,
-      fetching the output, the runtime's dispatch), measured on a one-ReLU model; a whole
-      network pays it once, not once per layer, so it is subtracted from each layer.
-    - scale, offset_ms: a robust least-squares line (relative error) from the summed layers to
-      the measured latency of a few random whole calibration subnets, absorbing what isolated
-      layers do not show: cache reuse between layers, memory planning, and the fixed cost of one
-      network call.
-    With no calibration subnets scale = 1 and offset_ms = 0; OFA's tables carry no calibration.
-    """
-
-    overhead_ms: float = 0.0
-    scale: float = 1.0
-    offset_ms: float = 0.0
-
-    @classmethod
-    def from_header(cls, header: Mapping[str, Any]) -> "Calibration":
-        c = header.get("calibration") or {}
-        return cls(float(c.get("overhead_ms", 0.0)), float(c.get("scale", 1.0)), float(c.get("offset_ms", 0.0)))
-
-    def apply(self, raw_ms):
-        return self.scale * raw_ms + self.offset_ms
-
-
-def fit_calibration(raw_ms: Iterable[float], measured_ms: Iterable[float], overhead_ms: float,
-                    huber_k: float = 1.345, iterations: int = 30) -> Calibration:
-    """Fit measured ~ scale * raw + offset, minimising the squared *relative* error (the goal is
-    a small percentage error on small and large subnets alike). One subnet fits a scale only.
-
-    The fit is robust (Huber weights on the relative residuals, by iteratively reweighted least
-    squares): a calibration subnet that happened to run during a slow spell of the device, or
-    that its layers describe badly, pulls the line less than a plain least-squares fit lets it.
-    """
-    raw, meas = np.asarray(list(raw_ms), float), np.asarray(list(measured_ms), float)
-    if raw.size == 0:
-        return Calibration(overhead_ms)
-    w = 1.0 / meas
-    if raw.size == 1 or np.ptp(raw) <= 1e-9 * max(raw.max(), 1e-12):
-        return Calibration(overhead_ms, float(np.sum(w * w * raw * meas) / np.sum(w * w * raw * raw)), 0.0)
-    a = np.stack([raw, np.ones_like(raw)], axis=1)
-    robust = np.ones_like(raw)
-    for _ in range(iterations if raw.size > 3 else 1):
-        sw = w * np.sqrt(robust)
-        (scale, offset), *_ = np.linalg.lstsq(a * sw[:, None], meas * sw, rcond=None)
-        rel = (scale * raw + offset) / meas - 1.0
-        spread = 1.4826 * np.median(np.abs(rel - np.median(rel)))  # the residuals' robust standard deviation
-        if spread <= 1e-12:
-            break
-        u = np.abs(rel) / (huber_k * spread)
-        robust = np.where(u <= 1.0, 1.0, 1.0 / np.maximum(u, 1e-12))
-    return Calibration(overhead_ms, float(scale), float(offset))
 
 
 def entry(mean: float, median: float | None, std: float, count: int) -> dict:
@@ -238,6 +180,13 @@ class LatencyTable:
     @property
     def calibration(self) -> Calibration:
         return Calibration.from_header(self.header)
+
+    @property
+    def unreliable(self) -> list[str]:
+        """Why the table's calibration subnets do not support its predictions (empty: nothing
+        against it; see edgenas.latency.calibration). Tables written before the check say nothing."""
+        check = (self.header.get("calibration") or {}).get("check") or {}
+        return [] if check.get("reliable", True) else list(check.get("reasons") or ["marked unreliable"])
 
     def set(self, key: str, e: dict) -> None:
         self.ops[key] = e
