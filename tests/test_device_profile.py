@@ -99,7 +99,7 @@ def test_ssh_defaults_and_home_expansion(tmp_path):
     assert prof.ssh.retries >= 0 and prof.ssh.backoff > 0
     assert prof.python == "python3"
     assert (prof.threads, prof.warmup, prof.runs, prof.rounds, prof.workdir) == (1, 10, 50, 1, "/tmp")
-    assert prof.runtime_options == {"providers": ["CPUExecutionProvider"]}
+    assert prof.runtime_options == {"providers": ["CPUExecutionProvider"], "spinning": True}
 
 
 def test_tflite_defaults(tmp_path):
@@ -118,6 +118,7 @@ def test_key_tracks_runtime_options_and_threads_only():
         with_(SSH_MIN, runtime_options={"providers": ["CUDAExecutionProvider", "CPUExecutionProvider"]}),
         with_(SSH_MIN, runtime="tflite"),
         with_(SSH_MIN, runtime="tflite", runtime_options={"delegate": "none"}),
+        with_(SSH_MIN, runtime_options={"spinning": False}),
     ]
     keys = {DeviceProfile.from_dict(v).key() for v in variants}
     assert len(keys) == len(variants) and base.key() not in keys
@@ -158,6 +159,8 @@ BAD = [
     (dict(runtime_options={"providers": []}), "runtime_options.providers", "at least one"),
     (dict(runtime="tflite", runtime_options={"delegate": "npu"}), "runtime_options.delegate", "xnnpack"),
     (dict(runtime="tflite", runtime_options={"providers": ["CPUExecutionProvider"]}), "runtime_options.providers", "not a known key"),
+    (dict(runtime_options={"spinning": "off"}), "runtime_options.spinning", "true or false"),
+    (dict(runtime="tflite", runtime_options={"spinning": False}), "runtime_options.spinning", "not a known key"),
     (dict(env=["A=1"]), "env", "mapping"),
     (dict(env={"BAD-NAME": "1"}), "env.BAD-NAME", "environment variable"),
     (dict(env={"A": [1]}), "env.A", "string"),

@@ -245,3 +245,21 @@ def test_a_rerun_adds_the_missing_repeat_measurements(checked, tmp_path, space):
     nets = LatencyTable.load(out).header["calibration"]["networks"]
     assert nets[first]["repeat_median"] > 0
     assert nets[first]["median"] == data["header"]["calibration"]["networks"][first]["median"]
+
+
+def test_thread_settings_reach_the_runtime_and_the_header(tmp_path, space):
+    # Two intra-op threads with spinning off: the agent applies both, the table records them.
+    prof = tmp_path / "t2.yaml"
+    data = yaml.safe_load(LOCAL.read_text())
+    data.update(name="local-cpu", threads=2, runtime_options={"spinning": False})
+    prof.write_text(yaml.safe_dump(data))
+    profile = load_profile(prof)
+    assert profile.key() == "local-cpu_onnxruntime-cpu-nospin_t2"
+    seen = []
+    report = profile_device(profile, space, out=tmp_path / "t.yaml", calibrate=0,
+                            on_result=lambda key, r: seen.append(r.info), **FAST)
+    h = LatencyTable.load(report.path).header
+    assert h["threads"] == 2 and h["runtime_options"]["spinning"] is False
+    assert h["thread_settings"] == {"intra_op_threads": 2, "inter_op_threads": 1, "execution_mode": "sequential",
+                                    "spinning": False}
+    assert seen and all(info.get("spinning") is False for info in seen)

@@ -283,6 +283,8 @@ def ort_runner(np, rng, ort, path, opts):
     so.inter_op_num_threads = 1
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
+    if not opts.get("spinning", True):
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
     requested = list(opts.get("providers") or ["CPUExecutionProvider"])
     available = ort.get_available_providers()
     absent = [p for p in requested if p not in available]
@@ -305,7 +307,7 @@ def ort_runner(np, rng, ort, path, opts):
     def run_once():
         sess.run(None, feeds)
 
-    return run_once, {"providers": used}
+    return run_once, {"providers": used, "spinning": bool(opts.get("spinning", True))}
 
 
 def tflite_runner(np, rng, interp_mod, path, opts):

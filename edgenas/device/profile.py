@@ -34,13 +34,19 @@ Schema (``*`` marks a required field)::
       providers      list  execution providers in priority order, default [CPUExecutionProvider];
                            any of CPUExecutionProvider, CUDAExecutionProvider,
                            TensorrtExecutionProvider
+      spinning       bool  whether idle intra-op threads spin (onnxruntime's
+                           session.intra_op.allow_spinning), default true; false keeps
+                           multi-thread measurements on a shared or busy machine from
+                           fighting other processes for the cores (the table key gets -nospin)
       # tflite
       delegate       str   "xnnpack" (default), "gpu" or "none" (plain builtin kernels)
       delegate_library str path or name of the GPU delegate shared library, default
                            "libtensorflowlite_gpu_delegate.so" (only with delegate: gpu)
       interpreter    str   "auto" (default: ai_edge_litert, then tflite_runtime),
                            "ai_edge_litert" or "tflite_runtime"
-    threads          int   CPU threads the runtime may use, default 1
+    threads          int   CPU threads the runtime may use, default 1 (onnxruntime: intra-op
+                           threads, inter-op 1, sequential execution; tflite: the
+                           interpreter's num_threads, which XNNPACK uses)
     warmup           int   untimed runs before timing each model, default 10
     runs             int   timed runs per model, default 50
     rounds           int   split the timed runs into this many rounds and report the lowest
@@ -123,6 +129,8 @@ class DeviceProfile:
         """A readable identifier of device x runtime x options x threads, safe in file names."""
         if self.runtime == "onnxruntime":
             opts = "+".join(_PROVIDER_SHORT.get(p, p.lower()) for p in self.runtime_options["providers"])
+            if not self.runtime_options.get("spinning", True):
+                opts += "-nospin"
         else:
             opts = self.runtime_options["delegate"]
         raw = f"{self.name}_{self.runtime}-{opts}_t{self.threads}"
@@ -148,11 +156,20 @@ class DeviceProfile:
         }
         if self.runtime == "onnxruntime":
             opts["providers"] = list(self.runtime_options["providers"])
+            opts["spinning"] = bool(self.runtime_options.get("spinning", True))
         else:
             opts["delegate"] = self.runtime_options["delegate"]
             opts["delegate_library"] = self.runtime_options["delegate_library"]
             opts["interpreter"] = self.runtime_options["interpreter"]
         return opts
+
+    def thread_settings(self) -> dict[str, Any]:
+        """How the runtime is told to use threads, as the agent sets it (for table headers)."""
+        if self.runtime == "onnxruntime":
+            return {"intra_op_threads": self.threads, "inter_op_threads": 1, "execution_mode": "sequential",
+                    "spinning": bool(self.runtime_options.get("spinning", True))}
+        return {"num_threads": self.threads, "delegate": self.runtime_options["delegate"],
+                "xnnpack_threads": self.threads if self.runtime_options["delegate"] == "xnnpack" else None}
 
     def to_dict(self) -> dict[str, Any]:
         """A plain dict (for embedding in latency tables); secrets are never part of a profile."""
@@ -344,7 +361,7 @@ class _Parser:
         if data is None:
             data = {}
         if runtime == "onnxruntime":
-            d = self.section(data, "runtime_options", ("providers",))
+            d = self.section(data, "runtime_options", ("providers", "spinning"))
             providers = self.get(d, "providers", "runtime_options", list, default=["CPUExecutionProvider"])
             if not providers:
                 raise self.fail("runtime_options.providers", "must list at least one provider")
@@ -356,7 +373,8 @@ class _Parser:
                     )
             if len(set(providers)) != len(providers):
                 raise self.fail("runtime_options.providers", "lists a provider twice")
-            return {"providers": list(providers)}
+            spinning = self.get(d, "spinning", "runtime_options", bool, default=True)
+            return {"providers": list(providers), "spinning": spinning}
         d = self.section(data, "runtime_options", ("delegate", "delegate_library", "interpreter"))
         return {
             "delegate": self.get(d, "delegate", "runtime_options", str, default="xnnpack", choices=TFLITE_DELEGATES),
