@@ -131,7 +131,7 @@ def test_direct_graph_matches_torch_export(what, op, deployed, tmp_path):
             assert tuple(inits[name].dims) == a.shape
             inits[name].CopyFrom(numpy_helper.from_array(a.astype(np.float32), name))
     x = np.random.default_rng(0).standard_normal((1, op.in_ch, op.in_size, op.in_size)).astype(np.float32)
-    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    run = lambda m: ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {m.graph.input[0].name: x})[0]
     np.testing.assert_allclose(run(mine), run(ref), rtol=1e-4, atol=1e-4)
 
 
@@ -164,3 +164,40 @@ def test_tflite_format_writes_what_export_writes():
     else:
         assert model_format("tflite").suffix == ".tflite"
     assert model_format("onnxruntime").suffix == ".onnx"
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_a_profiled_subnet_is_the_graph_export_ships(seed, tmp_path):
+    # One build path: the whole subnet the profiler times (calibration, --validate, search --verify)
+    # and the model.onnx `edgenas export` writes for the same arch have the same operators, opset
+    # and inputs/outputs.
+    import collections
+
+    import onnx
+    import torch
+
+    from edgenas.export import export_subnet
+    from edgenas.latency.formats import model_format
+    from edgenas.supernet import Supernet
+
+    space = load_space("mbv3-tiny")
+    arch = sample(space, np.random.default_rng(seed))
+    torch.manual_seed(seed)
+    net = Supernet(space).eval().materialize(arch).eval()
+    r = arch.resolution
+    profiled = onnx.load(model_format("onnxruntime").write_net(net, (1, 3, r, r), tmp_path / "net.onnx"))
+    images = torch.randn(8, 3, r, r)
+    report = export_subnet(net, ["onnx"], tmp_path / "export", test_data=(images, torch.zeros(8, dtype=torch.long)))
+    shipped = onnx.load(report.results["onnx"].path)
+
+    def ops(m):
+        return collections.Counter(n.op_type for n in m.graph.node if n.op_type not in ("Identity", "Constant"))
+
+    def io(values):
+        return [(v.name, v.type.tensor_type.elem_type,
+                 [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]) for v in values]
+
+    assert ops(profiled) == ops(shipped) and sum(ops(shipped).values()) > 10
+    assert [(o.domain, o.version) for o in profiled.opset_import] == [(o.domain, o.version) for o in shipped.opset_import]
+    assert io(profiled.graph.input) == io(shipped.graph.input) and io(profiled.graph.output) == io(shipped.graph.output)
+    assert io(shipped.graph.input)[0][2][0] == "batch"

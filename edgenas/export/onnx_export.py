@@ -21,22 +21,30 @@ OPSET = 18
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def export_onnx(module: nn.Module, resolution: int, path: str | Path, metadata: Mapping[str, Any],
-                opset: int = OPSET) -> Path:
-    """Export `module` (NCHW float input) to `path`, add `metadata` as properties, check it fully."""
+def export_onnx(module: nn.Module, input_shape: int | tuple[int, ...], path: str | Path,
+                metadata: Mapping[str, Any] | None = None, opset: int = OPSET) -> Path:
+    """Export `module` to `path` the one way edgenas writes ONNX: NCHW float input `input` with a
+    dynamic batch, output `logits`, opset 18, the TorchScript exporter with constant folding,
+    `metadata` as properties, fully checked, written atomically.
+
+    `input_shape` is (C, H, W), (N, C, H, W) (N is ignored: the batch is dynamic) or a resolution
+    (3 channels). `edgenas export` writes deployed files with it, and the profiler writes the
+    whole subnets it times with it (edgenas.latency.formats), so a table times the graph that
+    ships."""
     onnx = require("onnx", "onnx")
     import io
 
-    example = torch.zeros(2, 3, resolution, resolution)
+    shape = (3, input_shape, input_shape) if isinstance(input_shape, int) else tuple(input_shape)[-3:]
+    example = torch.zeros(2, *shape)
     buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the exporter's deprecation notices are not the user's business
-        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset,
+        torch.onnx.export(module, (example,), buffer, dynamo=False, opset_version=opset, do_constant_folding=True,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
     model = onnx.load_from_string(buffer.getvalue())
     model.producer_name = "edgenas"
-    for key, value in metadata.items():
+    for key, value in (metadata or {}).items():
         prop = model.metadata_props.add()
         prop.key, prop.value = key, value if isinstance(value, str) else json.dumps(value)
     onnx.checker.check_model(model, full_check=True)

@@ -57,7 +57,7 @@ class OnnxFormat:
         spelling = "edgenas.export.graph.deployable" if deployed_spelling() else "edgenas.nn.static"
         return {"format": "onnx", "opset": OPSET, "graph": spelling,
                 "ops": "onnx.helper graphs equal to exporting each layer (BN folded), weights made in-graph",
-                "networks": "torch.onnx.export(dynamo=False)"}
+                "networks": "edgenas.export.onnx_export.export_onnx, as edgenas export writes model.onnx"}
 
 
 class TFLiteFormat:

@@ -3,7 +3,8 @@
 A latency table must time the graph a user deploys. `export_onnx(net)` is that path: the net is
 rewritten for inference by `edgenas.export.graph.deployable` (BN folded, the SE gate as
 relu6 * 1/6, pooling as GlobalAveragePool) when that module is present, then exported with
-`torch.onnx.export(opset 17, dynamo=False)`.
+`edgenas.export.onnx_export.export_onnx`, the exporter `edgenas export` uses (opset 18, dynamic
+batch, input `input`, output `logits`).
 
 Single ops do not go through `torch.onnx.export`: it costs 50-250 ms per op here (tracing and
 graph passes), a minute or more for a five-resolution table, while writing the graph directly
@@ -20,7 +21,6 @@ table is ~220 MB of weights). `weights="random"` stores seeded random weights in
 """
 from __future__ import annotations
 
-import io
 import warnings
 from pathlib import Path
 
@@ -29,8 +29,7 @@ import numpy as np
 from edgenas.errors import require
 from edgenas.space.ops import OpSpec
 
-OPSET = 17
-INPUT, OUTPUT = "x", "y"
+from edgenas.export.onnx_export import INPUT_NAME as INPUT, OPSET, OUTPUT_NAME as OUTPUT  # one ONNX convention
 
 
 def deployed_spelling() -> bool:
@@ -99,7 +98,11 @@ class _Graph:
     def pool(self, x: str, deployed: bool) -> str:
         if deployed:
             return self.node("GlobalAveragePool", [x])
-        return self.node("ReduceMean", [x], axes=[2, 3], keepdims=1)
+        from onnx import numpy_helper
+
+        axes = self.name("axes")  # an input since opset 18
+        self.inits.append(numpy_helper.from_array(np.array([2, 3], np.int64), axes))
+        return self.node("ReduceMean", [x, axes], keepdims=1)
 
     def gate(self, x: str, deployed: bool) -> str:
         """hardsigmoid; the deployed spelling (edgenas.export.graph.GatedSE) is relu6(x), with the +3
@@ -110,7 +113,7 @@ class _Graph:
 
 
 def op_graph(op: OpSpec, weights: str = "constant", deployed: bool | None = None, seed: int = 0):
-    """The ONNX model (opset 17, batch 1, input 'x', output 'y') of one layer.
+    """The ONNX model (edgenas's opset, batch 1, input 'input', output 'logits') of one layer.
 
     `weights` is "constant" (made in the graph, see the module docstring) or "random" (stored,
     seeded); `deployed` picks the spelling of `edgenas.export.graph.deployable` (default: when
@@ -163,20 +166,14 @@ def write_op_onnx(op: OpSpec, path: str | Path) -> Path:
 
 def export_onnx(module, input_shape: tuple[int, ...], path: str | Path, deployed: bool | None = None) -> Path:
     """Export a module as a user's model is exported: rewritten by `deployable` (when present and
-    `deployed` is not False), then `torch.onnx.export` (opset 17, TorchScript exporter)."""
+    `deployed` is not False), then `edgenas.export.onnx_export.export_onnx`."""
     import torch
 
-    require("onnx", "onnx")
-    path = Path(path)
+    from edgenas.export.onnx_export import export_onnx as write
+
     module = module.eval()
     if deployed_spelling() if deployed is None else deployed:
         from edgenas.export.graph import deployable
 
         module = deployable(torch.nn.Sequential(module))  # a container, so a top-level layer is rewritten too
-    buf = io.BytesIO()
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(module, (torch.zeros(input_shape),), buf, opset_version=OPSET, dynamo=False,
-                          do_constant_folding=True, input_names=[INPUT], output_names=[OUTPUT])
-    path.write_bytes(buf.getvalue())
-    return path
+    return write(module, tuple(input_shape), path)
