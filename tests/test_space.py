@@ -185,12 +185,16 @@ def test_user_space_from_yaml(tmp_path):
 
 
 @pytest.mark.parametrize("change, fragment", [
-    ({"colour": 3}, "unknown field 'colour'"),
-    ({"stem_channels": "16"}, "field 'stem_channels' must be a positive integer"),
-    ({"kernel_sizes": [3, 4]}, "'kernel_sizes' must be odd"),
-    ({"units": [{"channels": 8, "stride": 1, "act": "gelu", "se": False}]}, "field 'units[0].act' must be one of"),
-    ({"units": [{"channels": 8, "stride": 1, "act": "relu"}]}, "missing required field 'units[0].se'"),
-    ({"resolutions": 32}, "field 'resolutions' must be a list"),
+    ({"colour": 3}, "key 'colour': got an unknown key, expected one of name, units"),
+    ({"stem_channels": "16"}, "key 'stem_channels': got '16', expected an integer from 1"),
+    ({"kernel_sizes": [3, 4]}, "key 'kernel_sizes': got a list [3, 4], expected odd kernel sizes"),
+    ({"units": [{"channels": 8, "stride": 1, "act": "gelu", "se": False}]}, "key 'units[0].act': got 'gelu', expected one of relu, hswish"),
+    ({"units": [{"channels": 8, "stride": 1, "act": "relu"}]}, "key 'units[0].se': got nothing (the key is missing)"),
+    ({"resolutions": 32}, "key 'resolutions': got 32, expected a non-empty list of integers"),
+    ({"expand_ratios": [float("nan")]}, "key 'expand_ratios[0]': got NaN, expected a number > 0"),
+    ({"depths": [3, 2]}, "key 'depths': got a list [3, 2], expected a non-empty list of integers from 1 to 32, strictly"),
+    ({"units": []}, "key 'units': got a list [], expected a non-empty list of mappings"),
+    ({"stem_stride": 10**60}, "key 'stem_stride': got an integer of about 60 digits"),
 ])
 def test_bad_space_yaml_names_field_and_file(tmp_path, change, fragment):
     data = load_space("mbv3-tiny").to_dict()
@@ -204,7 +208,7 @@ def test_bad_space_yaml_names_field_and_file(tmp_path, change, fragment):
 def test_missing_field_and_unknown_preset(tmp_path):
     data = load_space("mbv3-tiny").to_dict()
     del data["depths"]
-    with pytest.raises(ConfigError, match="missing required field 'depths'"):
+    with pytest.raises(ConfigError, match=r"key 'depths': got nothing \(the key is missing\)"):
         load_space(_write(tmp_path, data))
     with pytest.raises(ConfigError, match="unknown search space 'mbv9'.*mbv3-tiny"):
         load_space("mbv9")

@@ -21,9 +21,8 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from edgenas.errors import ConfigError
+from edgenas.validate import Invalid, build, read_yaml, spec
 
 PRESET_DIR = Path(__file__).parent / "presets"
 ACTIVATIONS = ("relu", "hswish")
@@ -37,74 +36,47 @@ def make_divisible(value: float, divisor: int = 8) -> int:
     return rounded
 
 
+_CH = dict(min=1, max=16384)  # channel counts
+
+
 @dataclass(frozen=True)
 class UnitSpec:
-    channels: int  # output channels of every block in the unit
-    stride: int  # stride of the unit's first block (the others use stride 1)
-    act: str  # "relu" or "hswish"
+    channels: int = field(metadata=spec(**_CH))  # output channels of every block in the unit
+    stride: int = field(metadata=spec(min=1, max=4))  # stride of the unit's first block (the others use stride 1)
+    act: str = field(metadata=spec(choices=ACTIVATIONS))  # "relu" or "hswish"
     se: bool  # squeeze-and-excite after the depthwise conv
 
 
 @dataclass(frozen=True)
 class SearchSpace:
-    name: str  # preset or user name; shown in files and model cards
-    units: tuple[UnitSpec, ...]  # the elastic units, in order
-    kernel_sizes: tuple[int, ...]  # depthwise kernel choices per block, e.g. (3, 5, 7)
-    expand_ratios: tuple[float, ...]  # expand ratio choices per block, e.g. (3, 4, 6)
-    depths: tuple[int, ...]  # blocks-per-unit choices, e.g. (2, 3, 4)
-    resolutions: tuple[int, ...]  # input resolutions (square), ascending
-    stem_channels: int  # output channels of the stem conv
-    first_block_channels: int  # output channels of the fixed first MBConv
-    final_expand_channels: int  # channels of the last 1x1 conv before pooling
-    feature_mix_channels: int  # channels of the 1x1 conv after pooling
-    num_classes: int = 1000  # classifier outputs
-    in_channels: int = 3  # image channels (grayscale datasets are replicated to 3)
-    stem_stride: int = 2  # stride of the stem conv
-    se_reduction: int = 4  # squeeze-excite hidden width = make_divisible(mid / se_reduction)
+    name: str = field(metadata=spec(min_len=1, max_len=200))  # preset or user name; shown in files and model cards
+    units: tuple[UnitSpec, ...] = field(metadata=spec(min_len=1, max_len=64))  # the elastic units, in order
+    # depthwise kernel choices per block, e.g. (3, 5, 7); odd
+    kernel_sizes: tuple[int, ...] = field(metadata=spec(min_len=1, increasing=True, each=spec(min=1, max=15)))
+    # expand ratio choices per block, e.g. (3, 4, 6)
+    expand_ratios: tuple[float, ...] = field(metadata=spec(min_len=1, increasing=True, each=spec(gt=0, max=64)))
+    depths: tuple[int, ...] = field(metadata=spec(min_len=1, increasing=True, each=spec(min=1, max=32)))  # blocks-per-unit choices, e.g. (2, 3, 4)
+    resolutions: tuple[int, ...] = field(metadata=spec(min_len=1, increasing=True, each=spec(min=1, max=4096)))  # input resolutions (square), ascending
+    stem_channels: int = field(metadata=spec(**_CH))  # output channels of the stem conv
+    first_block_channels: int = field(metadata=spec(**_CH))  # output channels of the fixed first MBConv
+    final_expand_channels: int = field(metadata=spec(**_CH))  # channels of the last 1x1 conv before pooling
+    feature_mix_channels: int = field(metadata=spec(**_CH))  # channels of the 1x1 conv after pooling
+    num_classes: int = field(default=1000, metadata=spec(min=1, max=1_000_000))  # classifier outputs
+    in_channels: int = field(default=3, metadata=spec(min=1, max=64))  # image channels (grayscale datasets are replicated to 3)
+    stem_stride: int = field(default=2, metadata=spec(min=1, max=8))  # stride of the stem conv
+    se_reduction: int = field(default=4, metadata=spec(min=1, max=256))  # squeeze-excite hidden width = make_divisible(mid / se_reduction)
+
+    def __post_init__(self) -> None:
+        # Expand ratios stay ints when whole (3, not 3.0), so that hashes and arch strings are stable.
+        object.__setattr__(self, "expand_ratios", tuple(_num(e) for e in self.expand_ratios))
+        if any(k % 2 == 0 for k in self.kernel_sizes):
+            raise Invalid("kernel_sizes", list(self.kernel_sizes), "odd kernel sizes")
 
     # ---- construction ------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "space") -> "SearchSpace":
-        """Build and validate a space; every error names the field and `source`."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: a search space must be a mapping of fields, got {type(data).__name__}")
-        fields = {f.name: f for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - set(fields))
-        if unknown:
-            raise ConfigError(f"{source}: unknown field '{unknown[0]}' (allowed: {', '.join(fields)})")
-        missing = [n for n, f in fields.items() if f.default is dataclasses.MISSING and n not in data]
-        if missing:
-            raise ConfigError(f"{source}: missing required field '{missing[0]}'")
-        kwargs = dict(data)
-        kwargs["name"] = _expect(data["name"], str, "name", source)
-        for key in ("stem_channels", "first_block_channels", "final_expand_channels", "feature_mix_channels",
-                    "num_classes", "in_channels", "stem_stride", "se_reduction"):
-            if key in data:
-                kwargs[key] = _positive_int(data[key], key, source)
-        for key in ("kernel_sizes", "depths", "resolutions"):
-            kwargs[key] = tuple(_positive_int(v, f"{key}[{i}]", source) for i, v in enumerate(_list(data[key], key, source)))
-        kwargs["expand_ratios"] = tuple(
-            _positive_number(v, f"expand_ratios[{i}]", source) for i, v in enumerate(_list(data["expand_ratios"], "expand_ratios", source))
-        )
-        kwargs["units"] = tuple(_unit(u, i, source) for i, u in enumerate(_list(data["units"], "units", source)))
-        space = cls(**kwargs)
-        space._check(source)
-        return space
-
-    def _check(self, source: str) -> None:
-        def fail(msg):
-            raise ConfigError(f"{source}: {msg}")
-
-        for key in ("kernel_sizes", "expand_ratios", "depths", "resolutions"):
-            values = getattr(self, key)
-            if not values:
-                fail(f"'{key}' must list at least one value")
-            if list(values) != sorted(set(values)):
-                fail(f"'{key}' must be strictly increasing without repeats, got {list(values)}")
-        if any(k % 2 == 0 for k in self.kernel_sizes):
-            fail(f"'kernel_sizes' must be odd, got {list(self.kernel_sizes)}")
-        if not self.units:
-            fail("'units' must list at least one unit")
+        """Build and validate a space; every error names the key and `source`."""
+        return build(cls, data, source)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
@@ -165,54 +137,6 @@ def _num(x: float) -> int | float:
     return int(x) if float(x).is_integer() else float(x)
 
 
-def _expect(value, typ, key, source):
-    if not isinstance(value, typ) or isinstance(value, bool) and typ is not bool:
-        raise ConfigError(f"{source}: field '{key}' must be {typ.__name__}, got {value!r}")
-    return value
-
-
-def _positive_int(value, key, source) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{source}: field '{key}' must be a positive integer, got {value!r}")
-    return value
-
-
-def _positive_number(value, key, source) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
-        raise ConfigError(f"{source}: field '{key}' must be a positive number, got {value!r}")
-    return _num(value)
-
-
-def _list(value, key, source) -> list:
-    if not isinstance(value, (list, tuple)):
-        raise ConfigError(f"{source}: field '{key}' must be a list, got {value!r}")
-    return list(value)
-
-
-def _unit(data, index, source) -> UnitSpec:
-    where = f"units[{index}]"
-    if not isinstance(data, dict):
-        raise ConfigError(f"{source}: {where} must be a mapping with channels, stride, act, se; got {data!r}")
-    allowed = [f.name for f in dataclasses.fields(UnitSpec)]
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise ConfigError(f"{source}: unknown field '{where}.{unknown[0]}' (allowed: {', '.join(allowed)})")
-    missing = [k for k in allowed if k not in data]
-    if missing:
-        raise ConfigError(f"{source}: missing required field '{where}.{missing[0]}'")
-    act = data["act"]
-    if act not in ACTIVATIONS:
-        raise ConfigError(f"{source}: field '{where}.act' must be one of {', '.join(ACTIVATIONS)}, got {act!r}")
-    if not isinstance(data["se"], bool):
-        raise ConfigError(f"{source}: field '{where}.se' must be true or false, got {data['se']!r}")
-    return UnitSpec(
-        channels=_positive_int(data["channels"], f"{where}.channels", source),
-        stride=_positive_int(data["stride"], f"{where}.stride", source),
-        act=act,
-        se=data["se"],
-    )
-
-
 def preset_names() -> list[str]:
     return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
 
@@ -229,8 +153,4 @@ def load_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
             raise ConfigError(
                 f"unknown search space '{text}': give a preset ({', '.join(preset_names())}) or the path of a space YAML file"
             )
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-    return SearchSpace.from_dict(data, source=str(path))
+    return SearchSpace.from_dict(read_yaml(path, "search space YAML"), source=str(path))
