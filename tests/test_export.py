@@ -201,9 +201,9 @@ def test_cli_exports_from_results_and_measures_on_the_device(tmp_path, checkpoin
 
 
 def test_cli_failed_parity_exits_1_and_marks_the_file_invalid(tmp_path, checkpoint, arch, capsys, monkeypatch):
-    import edgenas.export.api as api
+    import edgenas.export.graph as graph
 
-    real = api.deployable
+    real = graph.deployable
 
     def corrupted(net):  # a converter bug stand-in: the exported weights are not the network's
         module = real(net)
@@ -211,7 +211,7 @@ def test_cli_failed_parity_exits_1_and_marks_the_file_invalid(tmp_path, checkpoi
             next(module.parameters()).mul_(1.5)
         return module
 
-    monkeypatch.setattr(api, "deployable", corrupted)
+    monkeypatch.setattr(graph, "deployable", corrupted)  # what every format's write() rewrites the net with
     code = _cli("--supernet", checkpoint, "--arch", arch, "--format", "onnx", "--out", tmp_path)
     text = capsys.readouterr().out
     assert code == 1
@@ -307,7 +307,8 @@ def test_cli_refuses_a_profile_that_cannot_run_the_formats_before_exporting(tmp_
     code = cli_main(["export", "--supernet", str(checkpoint), "--arch", str(arch), "--format", "onnx",
                      "--out", str(out), "--measure", str(profile)])
     assert code == 2
-    assert "tflite-box runs tflite models, but the export has no .tflite file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "tflite-box runs tflite models, but the export has no file for it; add --format tflite or tflite-int8" in err
     assert not out.exists()
 
 

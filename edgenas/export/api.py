@@ -29,7 +29,7 @@ from torch import nn
 from edgenas import __version__
 from edgenas.errors import EdgeNASError, MissingDependencyError, require
 from edgenas.export.card import CARD_FORMAT, CARD_NAME, CARD_VERSION, sha256_file, write_card
-from edgenas.export.graph import deployable
+from edgenas.export.formats import FORMATS as _FORMATS
 from edgenas.export.validate import (
     ATOL, MAX_DROP_PP, MIN_AGREEMENT, ExportValidationError, ParityError, accuracy_pct, check_parity,
     check_quantized, quantized_stats,
@@ -38,8 +38,8 @@ from edgenas.train.bn import resize
 
 log = logging.getLogger(__name__)
 
-FORMATS = ("onnx", "tflite", "tflite-int8")
-FILE_NAMES = {"onnx": "model.onnx", "tflite": "model.tflite", "tflite-int8": "model_int8.tflite"}
+FORMATS = tuple(_FORMATS)  # names; edgenas.export.formats owns what each is and how it is written
+FILE_NAMES = {name: f.file_name for name, f in _FORMATS.items()}
 PREPROCESS = "RGB, pixel/255, bilinear resize to resolution x resolution, then (x - mean) / std per channel"
 
 
@@ -192,7 +192,7 @@ def export_subnet(
     formats = parse_formats(formats)
     check_dependencies(formats)
     meta = metadata if isinstance(metadata, ExportMetadata) else ExportMetadata(**dict(metadata or {}))
-    if "tflite-int8" in formats and (calib_images is None or len(calib_images) == 0):
+    if any(_FORMATS[f].needs_calibration for f in formats) and (calib_images is None or len(calib_images) == 0):
         raise EdgeNASError("int8 export needs calibration images (training images, e.g. 256 of them)")
     if test_data is None and calib_images is None:
         raise EdgeNASError("export needs test images or calibration images to check the exported files on")
@@ -217,18 +217,18 @@ def _export(net, formats, out_dir, calib_images, test_data, meta, atol, min_agre
     ref_accuracy = accuracy_pct(reference, labels) if labels is not None else None
 
     card = _card(net, meta, ref_accuracy, len(images))
-    module = deployable(net)
     calib = resize(calib_images.float(), resolution) if calib_images is not None else None
     results: dict[str, FormatResult] = {}
     for fmt in formats:
-        result = _export_one(fmt, module, out_dir / FILE_NAMES[fmt], resolution, calib, _onnx_metadata(card),
+        result = _export_one(fmt, net, out_dir / FILE_NAMES[fmt], resolution, calib, _onnx_metadata(card),
                              images, reference, labels, ref_accuracy, atol, min_agreement, max_drop_pp, threads)
         results[fmt] = result
         card["files"][fmt] = result.to_dict()
         if on_result is not None:
             on_result(result)
-    if "tflite-int8" in results:
-        card["accuracy"]["int8"] = results["tflite-int8"].accuracy
+    for name, r in results.items():
+        if _FORMATS[name].precision == "int8":
+            card["accuracy"]["int8"] = r.accuracy
     card["valid"] = all(r.valid for r in results.values())
     card_path = write_card(out_dir / CARD_NAME, card)
     return ExportReport(out_dir, card_path, card, results)
@@ -239,21 +239,15 @@ def _torch_logits(net: nn.Module, images: torch.Tensor, batch_size: int = 128) -
     return torch.cat([net(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]).numpy()
 
 
-def _export_one(fmt, module, path, resolution, calib, onnx_meta, images, reference, labels, ref_accuracy,
+def _export_one(fmt, net, path, resolution, calib, onnx_meta, images, reference, labels, ref_accuracy,
                 atol, min_agreement, max_drop_pp, threads) -> FormatResult:
-    from edgenas.export import onnx_export, tflite_export
+    from edgenas.export import onnx_export
 
     start = time.perf_counter()
+    spec = _FORMATS[fmt]
     try:
-        if fmt == "onnx":
-            onnx_export.export_onnx(module, resolution, path, onnx_meta)
-            runner = onnx_export.OnnxRunner(path, threads)
-        else:
-            if fmt == "tflite":
-                tflite_export.convert_fp32(module, resolution, path)
-            else:
-                tflite_export.convert_int8(module, resolution, calib, path)
-            runner = tflite_export.TFLiteRunner(path, threads)
+        spec.write(net, resolution, path, calib_images=calib, metadata=onnx_meta if fmt == "onnx" else None)
+        runner = spec.runner(path, threads)
     except MissingDependencyError:
         raise
     except Exception as exc:  # a converter crash is this format's failure, not the whole export's
@@ -275,7 +269,7 @@ def _export_one(fmt, module, path, resolution, calib, onnx_meta, images, referen
         output = runner(images)
         if labels is not None and output.shape == reference.shape:
             result.accuracy = accuracy_pct(output, labels)
-        if fmt == "tflite-int8":
+        if spec.precision == "int8":
             stats = quantized_stats(reference, output, labels, ref_accuracy)
             result.agreement, result.accuracy_drop_pp = stats.agreement, stats.drop_pp
             result.min_agreement, result.max_drop_pp = min_agreement, max_drop_pp

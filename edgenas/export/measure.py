@@ -17,11 +17,10 @@ from typing import Any, Callable
 
 from edgenas.errors import EdgeNASError
 from edgenas.export.card import CARD_NAME, load_card, write_card
+from edgenas.export.formats import FORMATS
 
 log = logging.getLogger(__name__)
 
-SUFFIX_OF_RUNTIME = {"onnxruntime": ".onnx", "tflite": ".tflite"}
-FILE_SUFFIX = {"onnx": ".onnx", "tflite": ".tflite", "tflite-int8": ".tflite"}
 
 
 def _ms(value: float) -> str:
@@ -62,11 +61,10 @@ class LatencyComparison:
 
 def check_measurable(profile, formats) -> None:
     """EdgeNASError unless one of `formats` is a file the profile's runtime can run."""
-    suffix = SUFFIX_OF_RUNTIME.get(profile.runtime)
-    if not any(FILE_SUFFIX[f] == suffix for f in formats):
-        wanted = "onnx" if suffix == ".onnx" else "tflite or tflite-int8"
+    if not any(f in FORMATS and FORMATS[f].runtime == profile.runtime for f in formats):
+        wanted = " or ".join(n for n, f in FORMATS.items() if f.runtime == profile.runtime) or "another format"
         raise EdgeNASError(f"device profile {profile.name} runs {profile.runtime} models, but the export has no "
-                           f"{suffix} file; add --format {wanted} or pick a profile for another runtime")
+                           f"file for it; add --format {wanted} or pick a profile for another runtime")
 
 
 def _predicted_for(card: dict, profile) -> tuple[str | None, float | None]:
@@ -108,11 +106,11 @@ def measure_exports(
     if not hasattr(profile, "runtime"):
         profile = load_profile(profile)
     check_measurable(profile, list(card.get("files", {})))
-    suffix = SUFFIX_OF_RUNTIME[profile.runtime]
     files = {fmt: card_path.parent / entry["file"] for fmt, entry in card.get("files", {}).items()
-             if entry.get("file") and Path(entry["file"]).suffix == suffix}
+             if entry.get("file") and fmt in FORMATS and FORMATS[fmt].runtime == profile.runtime}
     if not files:
-        raise EdgeNASError(f"the export in {card_path.parent} has no {suffix} file to measure: its conversion failed")
+        raise EdgeNASError(f"the export in {card_path.parent} has no {profile.runtime} file to measure: "
+                           "its conversion failed")
     budget = budget_ms if budget_ms is not None else (card.get("latency") or {}).get("budget_ms")
     table, predicted = _predicted_for(card, profile)
     fmt_of = {path.name: fmt for fmt, path in files.items()}

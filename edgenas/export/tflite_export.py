@@ -141,18 +141,6 @@ def convert_fp32(module: nn.Module, resolution: int, path: str | Path, channels:
     return atomic_write(path, lambda f: f.write(content))
 
 
-def export_for_profiling(module: nn.Module, input_shape: tuple[int, ...], path: str | Path) -> Path:
-    """A layer or subnet as the profiler measures it on a TFLite device: spelled as a user's
-    export (`deployable`, then `convert_fp32`), for an NCHW `input_shape` (1, C, H, W)."""
-    from edgenas.export.graph import deployable
-
-    _, channels, height, width = input_shape
-    if height != width:
-        raise ValueError(f"TFLite profiling takes square inputs, got {height}x{width}")
-    module = deployable(nn.Sequential(module.eval()))  # a container, so a top-level layer is rewritten too
-    return convert_fp32(module, height, path, channels=channels)
-
-
 def convert_int8(module: nn.Module, resolution: int, calib_images: torch.Tensor, path: str | Path,
                  batch_size: int = CALIB_BATCH) -> Path:
     """Full-integer int8 TFLite file, activations calibrated on `calib_images` (NCHW, normalised,

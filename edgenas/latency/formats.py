@@ -46,10 +46,10 @@ class OnnxFormat:
         return write_op_onnx(op, path)
 
     def write_net(self, net, input_shape, path: Path) -> Path:
-        from edgenas.latency.onnx_ops import export_onnx
+        from edgenas.export.formats import FORMATS
 
         with _EXPORT_LOCK:
-            return export_onnx(net, input_shape, path)
+            return FORMATS["onnx"].write(net, input_shape, path)
 
     def describe(self) -> dict:
         from edgenas.latency.onnx_ops import OPSET, deployed_spelling
@@ -57,7 +57,7 @@ class OnnxFormat:
         spelling = "edgenas.export.graph.deployable" if deployed_spelling() else "edgenas.nn.static"
         return {"format": "onnx", "opset": OPSET, "graph": spelling,
                 "ops": "onnx.helper graphs equal to exporting each layer (BN folded), weights made in-graph",
-                "networks": "edgenas.export.onnx_export.export_onnx, as edgenas export writes model.onnx"}
+                "networks": "edgenas.export.formats.FORMATS['onnx'].write, as edgenas export writes model.onnx"}
 
 
 class TFLiteFormat:
@@ -84,7 +84,6 @@ class TFLiteFormat:
 
 
 _REGISTRY: dict[str, ModelFormat] = {"onnxruntime": OnnxFormat()}
-_RUNTIME_FORMAT = {"onnxruntime": "onnx", "tflite": "tflite"}
 
 
 def register_format(runtime: str, fmt: ModelFormat) -> None:
@@ -97,10 +96,11 @@ def model_format(runtime: str) -> ModelFormat:
     if runtime in _REGISTRY:
         return _REGISTRY[runtime]
     if runtime == "tflite":
-        from edgenas.export.tflite_export import export_for_profiling, require_litert
+        from edgenas.export.formats import FORMATS
+        from edgenas.export.tflite_export import require_litert
 
         require_litert()  # a clear MissingDependencyError naming the extra when it is not installed
-        fmt = TFLiteFormat(export_for_profiling, "litert-torch fp32, as edgenas.export writes it")
+        fmt = TFLiteFormat(FORMATS["tflite"].write, "litert-torch fp32: edgenas.export.formats.FORMATS['tflite'].write")
         _REGISTRY[runtime] = fmt
         return fmt
-    raise EdgeNASError(f"no model format for runtime {runtime!r}; known: {', '.join(_RUNTIME_FORMAT)}")
+    raise EdgeNASError(f"no model format for runtime {runtime!r}; known: onnxruntime, tflite")

@@ -165,15 +165,12 @@ def write_op_onnx(op: OpSpec, path: str | Path) -> Path:
 
 
 def export_onnx(module, input_shape: tuple[int, ...], path: str | Path, deployed: bool | None = None) -> Path:
-    """Export a module as a user's model is exported: rewritten by `deployable` (when present and
-    `deployed` is not False), then `edgenas.export.onnx_export.export_onnx`."""
-    import torch
+    """Export a module as a user's model is exported (`edgenas.export.formats.FORMATS["onnx"]`),
+    or with `deployed=False` in its static spelling (no `deployable` rewrite; for comparisons)."""
+    if deployed_spelling() if deployed is None else deployed:
+        from edgenas.export.formats import FORMATS
 
+        return FORMATS["onnx"].write(module, input_shape, path)
     from edgenas.export.onnx_export import export_onnx as write
 
-    module = module.eval()
-    if deployed_spelling() if deployed is None else deployed:
-        from edgenas.export.graph import deployable
-
-        module = deployable(torch.nn.Sequential(module))  # a container, so a top-level layer is rewritten too
-    return write(module, tuple(input_shape), path)
+    return write(module.eval(), tuple(input_shape), path)

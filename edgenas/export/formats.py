@@ -1,0 +1,97 @@
+"""The model formats edgenas writes: one object per format, and one way to build each.
+
+    fmt = FORMATS["tflite-int8"]
+    fmt.write(net, (1, 3, 224, 224), "model_int8.tflite", calib_images=images)
+    fmt.runtime, fmt.precision          # "tflite", "int8": which device profiles run it, and how
+    runner = fmt.runner(path, threads=1)  # runs the file here, for the export checks
+
+`edgenas export` writes deployed files through `Format.write`, and the profiler writes the whole
+subnets it times (calibration, --validate, search --verify) through the same call
+(`edgenas.latency.formats`), so a latency table times the graph that ships. Every format first
+rewrites the net for inference with `edgenas.export.graph.deployable` (BN folded, the SE gate as
+relu6, pooling as a global average).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from edgenas.errors import EdgeNASError
+
+
+@dataclass(frozen=True)
+class Format:
+    name: str  # as --format spells it
+    runtime: str  # the device runtime that runs the file: a profile's `runtime`
+    precision: str  # "fp32" | "int8"
+    file_name: str  # the file's name in an export directory
+
+    @property
+    def suffix(self) -> str:
+        return Path(self.file_name).suffix
+
+    @property
+    def needs_calibration(self) -> bool:
+        return self.precision == "int8"
+
+    def write(self, net, input_shape: tuple[int, ...] | int, path: str | Path, calib_images=None,
+              metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write `net` (an eval-mode NCHW float module) as this format's file at `path`.
+
+        input_shape: (N, C, H, W), (C, H, W) or a resolution (3 channels); H == W.
+        calib_images: normalised images (N, C, H, W) at the input resolution, for int8.
+        metadata: ONNX metadata properties (ONNX only)."""
+        import torch
+
+        from edgenas.export.graph import deployable
+
+        channels, height, width = ((3, input_shape, input_shape) if isinstance(input_shape, int)
+                                   else tuple(input_shape)[-3:])
+        if height != width:
+            raise ValueError(f"{self.name} export takes square inputs, got {height}x{width}")
+        module = deployable(torch.nn.Sequential(net.eval()))  # a container, so a top-level layer is rewritten too
+        if self.name == "onnx":
+            from edgenas.export.onnx_export import export_onnx
+
+            return export_onnx(module, (channels, height, width), path, metadata)
+        from edgenas.export import tflite_export
+
+        if self.precision == "fp32":
+            return tflite_export.convert_fp32(module, height, path, channels=channels)
+        if calib_images is None or len(calib_images) == 0:
+            raise EdgeNASError(f"{self.name} needs calibration images (training images, e.g. 256 of them)")
+        return tflite_export.convert_int8(module, height, calib_images, path)
+
+    def runner(self, path: str | Path, threads: int | None = 1):
+        """A callable that runs the file here on NCHW float images and returns float logits."""
+        if self.runtime == "onnxruntime":
+            from edgenas.export.onnx_export import OnnxRunner
+
+            return OnnxRunner(path, threads)
+        from edgenas.export.tflite_export import TFLiteRunner
+
+        return TFLiteRunner(path, threads)
+
+
+FORMATS: dict[str, Format] = {f.name: f for f in (
+    Format("onnx", "onnxruntime", "fp32", "model.onnx"),
+    Format("tflite", "tflite", "fp32", "model.tflite"),
+    Format("tflite-int8", "tflite", "int8", "model_int8.tflite"),
+)}
+
+
+def get_format(name: str) -> Format:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise EdgeNASError(f"unknown export format {name!r}; choose from {', '.join(FORMATS)}") from None
+
+
+def runtime_format(runtime: str, precision: str = "fp32") -> Format:
+    """The format a device runtime runs at a precision (what its latency table times)."""
+    for f in FORMATS.values():
+        if f.runtime == runtime and f.precision == precision:
+            return f
+    have = ", ".join(f"{f.runtime} {f.precision}" for f in FORMATS.values())
+    raise EdgeNASError(f"no model format for runtime {runtime!r} at {precision}; edgenas writes: {have}")
