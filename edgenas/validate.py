@@ -37,6 +37,7 @@ import json
 import logging
 import math
 import os
+import re
 import reprlib
 import typing
 from pathlib import Path
@@ -169,7 +170,8 @@ class _Duplicate(yaml.YAMLError):
 
 
 class _Loader(_BaseLoader):
-    """The safe loader, refusing a key given twice in one mapping."""
+    """The safe loader, refusing a key given twice in one mapping, and reading 3e-5 (no dot) as
+    a number as YAML 1.2 does (YAML 1.1 makes it a string)."""
 
     def construct_mapping(self, node, deep=False):
         if isinstance(node, yaml.MappingNode):
@@ -185,6 +187,10 @@ class _Loader(_BaseLoader):
                 except TypeError:
                     pass  # an unhashable key: the base constructor reports it
         return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"), list("-+0123456789"))
 
 
 def _check_structure(text: str, source: str, error) -> None:
@@ -455,7 +461,7 @@ def describe(tp: Any, sp: Mapping | None = None) -> str:
     if origin in (dict, Mapping) or tp in (dict, Mapping) or origin is typing.Mapping:
         return "a mapping"
     if dataclasses.is_dataclass(tp):
-        return f"a mapping of {', '.join(f.name for f in dataclasses.fields(tp))}"
+        return f"a mapping of {_names([f.name for f in dataclasses.fields(tp) if f.init])}"
     base = _NAMES.get(tp, getattr(tp, "__name__", str(tp)))
     def num(x):
         return f"{x:g}" if isinstance(x, float) else str(x)
@@ -468,6 +474,22 @@ def describe(tp: Any, sp: Mapping | None = None) -> str:
 
 
 _PLURAL = {"integer": "integers", "number": "numbers", "string": "strings", "mapping": "mappings", "list": "lists"}
+
+
+def _names(names: list[str], limit: int = 90) -> str:
+    text = ", ".join(names)
+    return text if len(text) <= limit else text[:limit].rsplit(", ", 1)[0] + ", ..."
+
+
+def _known_key(key: Any, names: list[str]) -> str:
+    """'expected ...' for an unknown key: the list of known keys, or the closest one when long."""
+    text = ", ".join(names)
+    if len(text) <= 120:
+        return f"one of {text}"
+    import difflib
+
+    close = difflib.get_close_matches(str(key), names, 1, 0.6)
+    return f"a known key (did you mean '{close[0]}'?)" if close else f"one of {_names(names)}"
 
 
 def _hints(cls) -> dict:
@@ -507,13 +529,13 @@ def _join(path: str, key: Any) -> str:
 def _build(cls, data: Any, path: str):
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     if not isinstance(data, Mapping):
-        raise Invalid(path or None, data, f"a mapping of {', '.join(fields)}")
+        raise Invalid(path or None, data, f"a mapping of {_names(list(fields))}")
     hints = _hints(cls)
     kwargs = {}
     for key in data:
         if key not in fields:
             name = _join(path, key) if isinstance(key, str) else _join(path, echo(key))
-            raise Invalid(name, "an unknown key", f"one of {', '.join(fields)}", rendered=True)
+            raise Invalid(name, "an unknown key", _known_key(key, list(fields)), rendered=True)
     for name, f in fields.items():
         if name not in data:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -555,7 +577,7 @@ def _coerce(value: Any, tp: Any, sp: Mapping, path: str) -> Any:
             raise Invalid(path, value, describe(tp, sp))
         item = args[0] if args else Any
         each = sp.get("each", {})
-        out = [_coerce(v, item, each, f"{path}[{i}]") for i, v in enumerate(value)]
+        out = [_coerce(v, item, each, f"{path}.{i}") for i, v in enumerate(value)]
         if len(out) < sp.get("min_len", 0) or len(out) > sp.get("max_len", math.inf):
             raise Invalid(path, value, describe(tp, sp))
         if sp.get("increasing") and any(b <= a for a, b in zip(out, out[1:])):
@@ -577,11 +599,6 @@ def _coerce(value: Any, tp: Any, sp: Mapping, path: str) -> Any:
         return value
     if tp is float:
         orig = value
-        if isinstance(value, str):  # PyYAML reads 3e-5 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise Invalid(path, value, describe(tp, sp)) from None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise Invalid(path, value, describe(tp, sp))
         if isinstance(value, int) and abs(value) > 2**1023:

@@ -31,7 +31,7 @@ def test_space_info_json():
 @pytest.mark.parametrize("make_args, fragment", [
     (lambda tmp: ["space", "info", "mbv9"], "unknown search space 'mbv9'"),
     (lambda tmp: ["space", "info", str(tmp / "bad.yaml")], "key 'colour': got an unknown key"),
-    (lambda tmp: ["space", "info", str(tmp / "types.yaml")], "key 'depths[0]': got 'two', expected an integer"),
+    (lambda tmp: ["space", "info", str(tmp / "types.yaml")], "key 'depths.0': got 'two', expected an integer"),
     (lambda tmp: ["space", "info", str(tmp / "broken.yaml")], "not valid YAML"),
 ])
 def test_bad_input_is_one_line_exit_2_no_traceback(tmp_path, make_args, fragment):

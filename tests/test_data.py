@@ -112,19 +112,22 @@ def test_unknown_split_name(digits):
 def test_from_dict_rejects_unknown_key_and_lists_allowed():
     with pytest.raises(ConfigError) as err:
         DataConfig.from_dict({"name": "digits", "imgsize": 32})
-    assert "'imgsize'" in str(err.value) and "image_size" in str(err.value) and "val_fraction" in str(err.value)
+    assert "key 'data.imgsize': got an unknown key" in str(err.value) and "image_size" in str(err.value) and "val_fraction" in str(err.value)
 
 
 @pytest.mark.parametrize("d, words", [
-    ({"image_size": "32"}, "data.image_size must be an integer"),
-    ({"seed": True}, "data.seed must be an integer"),
-    ({"val_fraction": "0.1"}, "data.val_fraction must be a number"),
-    ({"val_fraction": 1.0}, "val_fraction must be in [0, 1)"),
-    ({"limit": 0}, "data.limit must be a positive integer"),
-    ({"name": "mnist"}, "unknown dataset 'mnist'; expected one of: digits, idx, imagefolder, cifar10"),
-    ({"name": "digits", "path": "/x"}, "path must be null for the embedded digits"),
-    ({"name": "idx"}, "data.path is required for the idx dataset"),
-    ({"class_names": "abc"}, "class_names must be a list of strings"),
+    ({"image_size": "32"}, "key 'data.image_size': got '32', expected an integer from 4"),
+    ({"seed": True}, "key 'data.seed': got true, expected an integer"),
+    ({"val_fraction": "0.1"}, "key 'data.val_fraction': got '0.1', expected a number"),
+    ({"val_fraction": 1.0}, "key 'data.val_fraction': got 1.0, expected a number >= 0 and < 1"),
+    ({"val_fraction": float("nan")}, "key 'data.val_fraction': got NaN"),
+    ({"limit": 0}, "key 'data.limit': got 0, expected an integer >= 1 or null"),
+    ({"name": "mnist"}, "key 'data.name': got 'mnist', expected one of digits, idx, imagefolder, cifar10"),
+    ({"name": "digits", "path": "/x"}, "key 'data.path': got '/x', expected null for the embedded digits"),
+    ({"name": "idx"}, "key 'data.path': got null, expected the directory holding the idx"),
+    ({"class_names": "abc"}, "key 'data.class_names': got 'abc', expected a non-empty list of strings"),
+    ({"class_names": ["a", ""]}, "key 'data.class_names.1': got '', expected a non-empty string"),
+    ([1], "got a list [1], expected a mapping of name, path"),
 ])
 def test_config_errors(d, words):
     with pytest.raises(ConfigError) as err:

@@ -49,13 +49,23 @@ def test_set_overrides_dotted_keys_and_list_indices():
     ("train.batch_size=abc", ["train.batch_size", "integer", "abc"]),
     ("train.batch_size=2.5", ["train.batch_size", "integer"]),
     ("train.nesterov=3", ["train.nesterov", "true or false"]),
-    ("schedule.phases.0.sampler=greedy", ["schedule.phases.0.sampler", "'sandwich'"]),
+    ("schedule.phases.0.sampler=greedy", ["schedule.phases.0.sampler", "got 'greedy', expected one of random, sandwich"]),
     ("train.batch_sise=64", ["unknown key", "train.batch_sise"]),
     ("schedule.phases.9.epochs=1", ["unknown key", "schedule.phases.9"]),
     ("schedule.phases.0.epochs.x=1", ["unknown key", "schedule.phases.0.epochs.x"]),
     ("data.colour=red", ["unknown key", "data.colour"]),
     ("train.batch_size", ["key=value"]),
-    ("schedule.phases.0.epochs=0", ["schedule.phases.0.epochs", "at least 1"]),
+    ("schedule.phases.0.epochs=0", ["key 'schedule.phases.0.epochs': got 0, expected an integer from 1"]),
+    ("schedule.phases.0.lr=.nan", ["key 'schedule.phases.0.lr': got NaN, expected a number > 0"]),
+    ("schedule.phases.0.lr=nan", ["key 'schedule.phases.0.lr': got 'nan', expected a number > 0"]),
+    ("train.weight_decay=-1", ["key 'train.weight_decay': got -1, expected a number from 0 to 1"]),
+    ("train.batch_size=0", ["key 'train.batch_size': got 0, expected an integer from 1"]),
+    ("train.batch_size=" + "9" * 5000, ["train.batch_size", "expected an integer"]),
+    ("schedule.phases.0.expand_ratios=[.nan]", ["key 'schedule.phases.0.expand_ratios.0': got NaN"]),
+    ("schedule.phases.0.depths=biggest", ["key 'schedule.phases.0.depths': got 'biggest', expected all, max, min, topN"]),
+    ("schedule.phases=[]", ["key 'schedule.phases': got a list [], expected a non-empty list"]),
+    ("train.device=gpu", ["key 'train.device': got 'gpu', expected cpu, cuda, cuda:N or auto"]),
+    ("schedule.phases.٠.epochs=1", ["unknown key", "schedule.phases.٠"]),
 ])
 def test_bad_overrides_are_errors_naming_the_key(override, words):
     with pytest.raises(ConfigError) as err:
@@ -73,11 +83,32 @@ def test_unknown_yaml_key_names_key_and_file(tmp_path):
     with pytest.raises(ConfigError, match=r"typo\.yaml.*'schedule\.phases\.0\.kernels'"):
         load_config(path)
     path.write_text("data: {name: digits, colour: red}\n")
-    with pytest.raises(ConfigError, match=r"typo\.yaml.*'colour'"):
+    with pytest.raises(ConfigError, match=r"typo\.yaml.*'data\.colour'"):
         load_config(path)
     path.write_text("schedule:\n  phases:\n    - {name: a, lr: 0.1}\n")
-    with pytest.raises(ConfigError, match=r"missing required key 'schedule\.phases\.0\.epochs'"):
+    with pytest.raises(ConfigError, match=r"key 'schedule\.phases\.0\.epochs': got nothing \(the key is missing\)"):
         load_config(path)
+
+
+@pytest.mark.parametrize("text, words", [
+    (b"schedule:\n  phases: []\n", "key 'schedule.phases': got a list [], expected a non-empty list"),
+    (b"schedule:\n  phases:\n    - {name: a, epochs: 1, lr: .nan}\n", "key 'schedule.phases.0.lr': got NaN"),
+    (b"train: {weight_decay: -1}\n", "key 'train.weight_decay': got -1"),
+    (b"train: {batch_size: 1}\ntrain: {batch_size: 2}\n", "line 2: got key 'train' twice"),
+    (b"train: [1, 2]\n", "key 'train': got a list [1, 2], expected a mapping of batch_size"),
+    (b"- 1\n", "got a list [1], expected a mapping (a training config"),
+    (b"seed: 1 # r\xe9sum\xe9\n", "line 1: got byte 0xe9, which is not UTF-8"),
+    (b"PK\x03\x04\x00\x00binary", "got binary data"),
+    (b"schedule:\n  phases:\n    - {name: a, epochs: 1, lr: 0.1}\n    - {name: a, epochs: 1, lr: 0.1}\n",
+     "key 'schedule.phases.1.name': got 'a', expected a phase name not used by another phase"),
+])
+def test_bad_config_files_name_file_and_key(tmp_path, text, words):
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(text)
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and words in msg and len(msg) < 300, msg
 
 
 @pytest.mark.parametrize("name", ["digits-tiny", "fashion-mnist-tiny"])
@@ -111,7 +142,7 @@ def test_choices_resolve_against_the_space():
     assert resolve_choice("min", SPACE.kernel_sizes, "k") == (3,)
     assert resolve_choice("top2", SPACE.depths, "d") == (3, 4)
     assert resolve_choice([6, 4], SPACE.expand_ratios, "e") == (4, 6)
-    with pytest.raises(ConfigError, match="'schedule.phases.1.kernel_sizes' lists 9"):
+    with pytest.raises(ConfigError, match="key 'schedule.phases.1.kernel_sizes': got a list that has 9, expected values the space offers"):
         resolve_choice([9], SPACE.kernel_sizes, "schedule.phases.1.kernel_sizes")
     with pytest.raises(ConfigError, match="topN"):
         resolve_choice("biggest", SPACE.depths, "d")

@@ -126,7 +126,7 @@ class Outer:
     ({"lr": 1, "lrr": 1}, "key 'lrr': got an unknown key, expected one of lr, name"),
     ({"lr": 1, "mode": "c"}, "key 'mode': got 'c', expected one of a, b"),
     ({"lr": 1, "sizes": "abc"}, "key 'sizes': got 'abc', expected a non-empty list of integers >= 1"),
-    ({"lr": 1, "sizes": [1, 0]}, "key 'sizes[1]': got 0, expected an integer >= 1"),
+    ({"lr": 1, "sizes": [1, 0]}, "key 'sizes.1': got 0, expected an integer >= 1"),
     ({"lr": 1, "inner": [1]}, "key 'inner': got a list [1], expected a mapping of k"),
     ({"lr": 1, "inner": {"k": 0}}, "key 'inner.k': got 0, expected an integer >= 1"),
     ({"lr": 1, "limit": 0}, "key 'limit': got 0, expected an integer >= 1 or null"),
@@ -145,7 +145,9 @@ def test_schema_messages(data, words):
 def test_schema_builds_and_normalises_good_data():
     out = build(Outer, {"lr": 3, "sizes": [2, 3], "inner": {"k": 2}, "limit": None}, "c.yaml")
     assert out == Outer(lr=3.0, sizes=(2, 3), inner=Inner(2)) and isinstance(out.lr, float)
-    assert build(Outer, {"lr": "3e-5"}, "c.yaml").lr == 3e-5  # PyYAML reads 3e-5 as a string
+    assert build(Outer, loads_yaml("lr: 3e-5", "c.yaml"), "c.yaml").lr == 3e-5  # YAML 1.1 reads 3e-5 as a string
+    with pytest.raises(ConfigError, match="key 'lr': got '0.1', expected a number"):
+        build(Outer, {"lr": "0.1"}, "c.yaml")
 
 
 def test_checksum_sees_every_tensor_byte_and_value():

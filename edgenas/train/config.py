@@ -18,92 +18,119 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import typing
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Union
+from typing import Any, Literal, Mapping, Optional, Union
 
 import yaml
 
 from edgenas.data import DataConfig
 from edgenas.errors import ConfigError
+from edgenas.validate import Invalid, _known_key, build, echo, loads_yaml, mapping_of, message, read_yaml, spec
 
 # A phase's elastic choice for one dimension: "all" the space's values, "max" or "min" only, "topN"
 # (the N largest, e.g. depths top2 = {4, 3} in a {2, 3, 4} space), or an explicit list of values.
-Choice = Union[str, list]
+Choice = Union[str, list[Union[int, float]]]
+_CHOICE = spec(min_len=1, max_len=64, each=spec(gt=0, max=4096),
+               doc="all, max, min, topN or a non-empty list of positive values")
+_CHOICE_WORD = re.compile(r"all|max|min|top[1-9][0-9]{0,3}")
+_INT = dict(min=1, max=10**9)
 
 
 @dataclass
 class PhaseConfig:
-    name: str  # shown in logs, the plot and checkpoints
-    epochs: int  # epochs over the training split
-    lr: float  # peak learning rate (reached after warm-up, then cosine decay to 0 within the phase)
-    warmup_epochs: float = 0.0  # linear warm-up from ~0 to `lr` over this many epochs
-    subnets_per_step: int = 1  # subnets whose gradients are summed before each optimiser step
-    kernel_sizes: Choice = "all"  # depthwise kernel sizes this phase samples (see `Choice`)
-    expand_ratios: Choice = "all"  # expand ratios this phase samples
-    depths: Choice = "all"  # unit depths this phase samples
-    resolutions: Choice = "all"  # input resolutions this phase samples (the batch is resized)
+    name: str = field(metadata=spec(min_len=1, max_len=100))  # shown in logs, the plot and checkpoints
+    epochs: int = field(metadata=spec(min=1, max=100_000))  # epochs over the training split
+    # peak learning rate (reached after warm-up, then cosine decay to 0 within the phase)
+    lr: float = field(metadata=spec(gt=0))
+    warmup_epochs: float = field(default=0.0, metadata=spec(min=0, max=100_000))  # linear warm-up from ~0 to `lr` over this many epochs
+    subnets_per_step: int = field(default=1, metadata=spec(min=1, max=64))  # subnets whose gradients are summed before each optimiser step
+    kernel_sizes: Choice = field(default="all", metadata=_CHOICE)  # depthwise kernel sizes this phase samples (see `Choice`)
+    expand_ratios: Choice = field(default="all", metadata=_CHOICE)  # expand ratios this phase samples
+    depths: Choice = field(default="all", metadata=_CHOICE)  # unit depths this phase samples
+    resolutions: Choice = field(default="all", metadata=_CHOICE)  # input resolutions this phase samples (the batch is resized)
     sampler: Literal["random", "sandwich"] = "random"  # sandwich: largest + smallest + random subnets
     distill: Literal["none", "teacher", "inplace"] = "none"  # teacher: KD from the full network as it
     # was when the first teacher phase started; inplace: the step's first subnet teaches the others
     sort_channels: bool = False  # reorder channels by importance when the phase starts
-    arch: Union[str, None] = None  # train only this subnet (an arch string), e.g. to train it from scratch
+    arch: Union[str, None] = field(default=None, metadata=spec(max_len=2000))  # train only this subnet (an arch string), e.g. to train it from scratch
+
+    def __post_init__(self) -> None:
+        for key in ("kernel_sizes", "expand_ratios", "depths", "resolutions"):
+            value = getattr(self, key)
+            if isinstance(value, str) and not _CHOICE_WORD.fullmatch(value):
+                raise Invalid(key, value, _CHOICE["edgenas_spec"]["doc"])
+        if self.warmup_epochs > self.epochs:
+            raise Invalid("warmup_epochs", self.warmup_epochs, f"a number from 0 to the phase's {self.epochs} epochs")
+        if self.sampler == "sandwich" and self.subnets_per_step < 2:
+            raise Invalid("subnets_per_step", self.subnets_per_step,
+                          "at least 2 for the sandwich sampler (largest and smallest)")
+        if self.distill == "inplace" and self.subnets_per_step < 2:
+            raise Invalid("subnets_per_step", self.subnets_per_step,
+                          "at least 2 for in-place distillation (a teacher and a student)")
 
 
 @dataclass
 class ScheduleConfig:
-    name: str = "progressive-shrinking"  # a preset from SCHEDULES; fills `phases` when the file has none
-    phases: list[PhaseConfig] = field(default_factory=list)  # the phases, run in order
+    # a preset from SCHEDULES; fills `phases` when the file has none
+    name: str = field(default="progressive-shrinking", metadata=spec(max_len=100))
+    # the phases, run in order (null or absent: the preset's; an empty list is an error)
+    phases: Optional[list[PhaseConfig]] = field(default=None, metadata=spec(min_len=1, max_len=1000))
+
+    def __post_init__(self) -> None:
+        if self.phases is None:
+            if self.name not in SCHEDULES:
+                raise Invalid("name", self.name, f"one of {', '.join(SCHEDULES)}, or a list under 'phases'")
+            self.phases = default_phases(self.name)
+        names = [p.name for p in self.phases]
+        for i, n in enumerate(names):
+            if n in names[:i]:
+                raise Invalid(f"phases.{i}.name", n, "a phase name not used by another phase")
 
 
 @dataclass
 class TrainSettings:
-    batch_size: int = 32  # images per step over all processes (each of N processes takes 1/N)
-    momentum: float = 0.9  # SGD momentum
+    batch_size: int = field(default=32, metadata=spec(**_INT))  # images per step over all processes (each of N processes takes 1/N)
+    momentum: float = field(default=0.9, metadata=spec(min=0, lt=1))  # SGD momentum
     nesterov: bool = True  # Nesterov momentum
-    weight_decay: float = 3e-5  # L2 penalty on conv and linear weights (not BatchNorm or biases)
-    label_smoothing: float = 0.1  # label smoothing of the cross-entropy loss
-    kd_ratio: float = 1.0  # weight of the distillation loss in phases with distill: teacher
-    dropout: float = 0.1  # dropout before the classifier
-    bn_recal_images: int = 2000  # training images for BatchNorm recalibration before final tests
-    val_bn_images: int = 500  # training images for BatchNorm recalibration before validation
+    weight_decay: float = field(default=3e-5, metadata=spec(min=0, max=1))  # L2 penalty on conv and linear weights (not BatchNorm or biases)
+    label_smoothing: float = field(default=0.1, metadata=spec(min=0, lt=1))  # label smoothing of the cross-entropy loss
+    kd_ratio: float = field(default=1.0, metadata=spec(min=0, max=1000))  # weight of the distillation loss in phases with distill: teacher
+    dropout: float = field(default=0.1, metadata=spec(min=0, lt=1))  # dropout before the classifier
+    bn_recal_images: int = field(default=2000, metadata=spec(**_INT))  # training images for BatchNorm recalibration before final tests
+    val_bn_images: int = field(default=500, metadata=spec(**_INT))  # training images for BatchNorm recalibration before validation
     validate: bool = True  # validate the phase's largest and smallest subnets on the val split
-    val_every: int = 1  # ... every N epochs and at the end of each phase (0: at phase ends only)
-    eval_batch_size: int = 500  # batch size of evaluation and recalibration
+    val_every: int = field(default=1, metadata=spec(min=0, max=10**9))  # ... every N epochs and at the end of each phase (0: at phase ends only)
+    eval_batch_size: int = field(default=500, metadata=spec(**_INT))  # batch size of evaluation and recalibration
     test_at_end: bool = True  # test the last phase's largest and smallest subnets at the end (metrics.final)
-    steps_per_epoch: Union[int, None] = None  # stop each epoch after this many steps (quick runs, tests)
-    threads: Union[int, None] = None  # torch CPU threads per process; null: torch's default
-    device: str = "cpu"  # cpu, cuda or auto (cuda when available)
+    steps_per_epoch: Union[int, None] = field(default=None, metadata=spec(**_INT))  # stop each epoch after this many steps (quick runs, tests)
+    threads: Union[int, None] = field(default=None, metadata=spec(min=1, max=1024))  # torch CPU threads per process; null: torch's default
+    device: str = field(default="cpu", metadata=spec(max_len=20))  # cpu, cuda or auto (cuda when available)
     channels_last: bool = True  # NHWC tensors: depthwise convs train ~2x faster on CPU
     grad_sync: Literal["allreduce", "ddp"] = "allreduce"  # multi-process gradient averaging:
     # one flat all-reduce per step (allreduce) or DistributedDataParallel(find_unused_parameters=True)
-    workers: int = 0  # DataLoader worker processes for datasets read from disk
-    crop_padding: int = 0  # random crops: pad training images by this many black pixels, crop back at random
+    workers: int = field(default=0, metadata=spec(min=0, max=256))  # DataLoader worker processes for datasets read from disk
+    crop_padding: int = field(default=0, metadata=spec(min=0, max=1024))  # random crops: pad training images by this many black pixels, crop back at random
     flip: bool = False  # mirror training images left-right at random (not for digits or text)
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"cpu|cuda|auto|cuda:[0-9]{1,3}", self.device):
+            raise Invalid("device", self.device, "cpu, cuda, cuda:N or auto")
 
 
 @dataclass
 class TrainConfig:
-    space: str = "mbv3-tiny"  # search space preset or YAML path
-    seed: int = 0  # seeds weights, data order, subnet sampling and dropout
+    space: str = field(default="mbv3-tiny", metadata=spec(min_len=1, max_len=4096))  # search space preset or YAML path
+    seed: int = field(default=0, metadata=spec(min=0, max=2**32 - 1))  # seeds weights, data order, subnet sampling and dropout
     data: DataConfig = field(default_factory=DataConfig)  # the dataset (edgenas.data.DataConfig)
     train: TrainSettings = field(default_factory=TrainSettings)  # optimiser, losses, evaluation, device
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)  # the phases
 
-    def __post_init__(self) -> None:
-        if not self.schedule.phases:
-            self.schedule.phases = default_phases(self.schedule.name)
-
     # ---- dict / YAML ------------------------------------------------------------------------------
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], source: str = "config") -> "TrainConfig":
-        try:
-            cfg = _build(cls, data, "", source)
-        except ConfigError as exc:
-            raise exc if str(exc).startswith(source) else ConfigError(f"{source}: {exc}") from None
-        _check(cfg, source)
-        return cfg
+        return build(cls, data, source)
 
     def to_dict(self) -> dict[str, Any]:
         return _to_dict(self)
@@ -148,14 +175,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     raw: dict[str, Any] = {}
     if path is not None:
         p = Path(path).expanduser()
-        if not p.is_file():
-            raise ConfigError(f"config file {p} does not exist")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{p}: a training config must be a mapping of sections, got {type(raw).__name__}")
+        data = read_yaml(p, "training config YAML file")
+        raw = {} if data is None else mapping_of(data, str(p), "a training config: space, seed, data, train, schedule")
     return apply_overrides(raw, overrides or [], source)
 
 
@@ -171,7 +192,7 @@ def apply_overrides(data: Mapping[str, Any] | TrainConfig, overrides: list[str],
         if key == "schedule.name":
             raw.setdefault("schedule", {})
             if not isinstance(raw["schedule"], dict):
-                raise ConfigError(f"{source}: 'schedule' must be a mapping")
+                raise ConfigError(message(source, "schedule", echo(raw["schedule"]), "a mapping of name, phases"))
             raw["schedule"]["name"] = value
             raw["schedule"].pop("phases", None)
     resolved = TrainConfig.from_dict(raw, source).to_dict()
@@ -184,11 +205,11 @@ def apply_overrides(data: Mapping[str, Any] | TrainConfig, overrides: list[str],
 def _split_override(text: str) -> tuple[str, Any]:
     key, sep, value = text.partition("=")
     if not sep or not key.strip():
-        raise ConfigError(f"--set expects key=value (e.g. train.batch_size=64), got '{text}'")
+        raise ConfigError(message("--set", None, echo(text), "key=value (e.g. train.batch_size=64)"))
     try:
-        parsed = yaml.safe_load(value) if value.strip() else None
-    except yaml.YAMLError:
-        parsed = value
+        parsed = loads_yaml(value, f"--set {key.strip()}") if value.strip() else None
+    except ConfigError:
+        parsed = value  # not YAML: the text itself (the schema then says what the key expects)
     return key.strip(), parsed
 
 
@@ -200,103 +221,20 @@ def _set_path(root: dict, key: str, value: Any) -> None:
         last = i == len(parts) - 1
         if isinstance(node, dict):
             if part not in node:
-                raise ConfigError(f"--set: unknown key '{where}' (allowed here: {', '.join(node)})")
+                raise ConfigError(message("--set", where, "an unknown key", _known_key(part, list(node))))
             if last:
                 node[part] = value
             else:
                 node = node[part]
         elif isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"--set: unknown key '{where}': '{'.'.join(parts[:i])}' has indices 0..{len(node) - 1}")
+            if not (part.isascii() and part.isdigit()) or int(part) >= len(node):
+                raise ConfigError(message("--set", where, "an unknown key", f"an index 0..{len(node) - 1} of '{'.'.join(parts[:i])}'"))
             if last:
                 node[int(part)] = value
             else:
                 node = node[int(part)]
         else:
-            raise ConfigError(f"--set: unknown key '{where}': '{'.'.join(parts[:i])}' is a value, not a section")
-
-
-# ---- typed construction from dicts -------------------------------------------------------------------
-
-def _join(path: str, key: Any) -> str:
-    return f"{path}.{key}" if path else str(key)
-
-
-def _build(cls, data: Any, path: str, source: str):
-    if cls is DataConfig:
-        if not isinstance(data, Mapping):
-            raise ConfigError(f"{source}: '{path}' must be a mapping of data settings, got {data!r}")
-        try:
-            return DataConfig.from_dict(data)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-        except TypeError as exc:
-            raise ConfigError(f"{source}: bad '{path}' section: {exc}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{source}: '{path or 'the config'}' must be a mapping, got {data!r}")
-    hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    for key in data:
-        if key not in fields:
-            raise ConfigError(f"{source}: unknown key '{_join(path, key)}' (allowed: {', '.join(fields)})")
-    for name, f in fields.items():
-        if name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"{source}: missing required key '{_join(path, name)}'")
-    return cls(**{k: _coerce(v, hints[k], _join(path, k), source) for k, v in data.items()})
-
-
-def _describe(tp) -> str:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if origin is Union:
-        return " or ".join(_describe(a) for a in args)
-    if origin is Literal:
-        return "one of " + ", ".join(repr(a) for a in args)
-    if origin is list or tp is list:
-        return "a list"
-    return {int: "an integer", float: "a number", bool: "true or false", str: "a string",
-            type(None): "null"}.get(tp, getattr(tp, "__name__", str(tp)))
-
-
-def _coerce(value: Any, tp, path: str, source: str) -> Any:
-    origin, args = typing.get_origin(tp), typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _build(tp, value, path, source)
-    if origin is Union:
-        for arm in args:
-            try:
-                return _coerce(value, arm, path, source)
-            except ConfigError:
-                continue
-    elif origin is Literal:
-        if value in args:
-            return value
-    elif origin is list or tp is list:
-        if isinstance(value, (list, tuple)):
-            item = args[0] if args else Any
-            return [_coerce(v, item, f"{path}.{i}", source) for i, v in enumerate(value)]
-    elif tp is Any:
-        return value
-    elif tp is type(None):
-        if value is None:
-            return None
-    elif tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # PyYAML reads 3e-5 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    raise ConfigError(f"{source}: '{path}' must be {_describe(tp)}, got {value!r}")
+            raise ConfigError(message("--set", where, "an unknown key", f"nothing below '{'.'.join(parts[:i])}', which is a value, not a section"))
 
 
 def _to_dict(obj: Any) -> Any:
@@ -307,46 +245,3 @@ def _to_dict(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_to_dict(v) for v in obj]
     return obj
-
-
-def _check(cfg: TrainConfig, source: str) -> None:
-    """Range checks that types cannot express; choices are checked against the space later."""
-    def fail(msg):
-        raise ConfigError(f"{source}: {msg}")
-
-    t = cfg.train
-    for key in ("batch_size", "eval_batch_size", "bn_recal_images", "val_bn_images"):
-        if getattr(t, key) < 1:
-            fail(f"'train.{key}' must be at least 1, got {getattr(t, key)}")
-    for key in ("val_every", "workers", "crop_padding"):
-        if getattr(t, key) < 0:
-            fail(f"'train.{key}' must be 0 or more, got {getattr(t, key)}")
-    if t.steps_per_epoch is not None and t.steps_per_epoch < 1:
-        fail(f"'train.steps_per_epoch' must be at least 1 or null, got {t.steps_per_epoch}")
-    if t.threads is not None and t.threads < 1:
-        fail(f"'train.threads' must be at least 1 or null, got {t.threads}")
-    if t.device not in ("cpu", "cuda", "auto") and not t.device.startswith("cuda:"):
-        fail(f"'train.device' must be cpu, cuda or auto, got {t.device!r}")
-    if not 0 <= t.label_smoothing < 1:
-        fail(f"'train.label_smoothing' must be in [0, 1), got {t.label_smoothing}")
-    if not 0 <= t.dropout < 1:
-        fail(f"'train.dropout' must be in [0, 1), got {t.dropout}")
-    if not cfg.schedule.phases:
-        fail("'schedule.phases' must list at least one phase")
-    names = [p.name for p in cfg.schedule.phases]
-    for i, p in enumerate(cfg.schedule.phases):
-        where = f"schedule.phases.{i}"
-        if p.epochs < 1:
-            fail(f"'{where}.epochs' must be at least 1, got {p.epochs}")
-        if p.lr <= 0:
-            fail(f"'{where}.lr' must be positive, got {p.lr}")
-        if p.warmup_epochs < 0 or p.warmup_epochs > p.epochs:
-            fail(f"'{where}.warmup_epochs' must be between 0 and the phase's {p.epochs} epochs, got {p.warmup_epochs}")
-        if p.subnets_per_step < 1:
-            fail(f"'{where}.subnets_per_step' must be at least 1, got {p.subnets_per_step}")
-        if p.sampler == "sandwich" and p.subnets_per_step < 2:
-            fail(f"'{where}.subnets_per_step' must be at least 2 for the sandwich sampler (largest and smallest)")
-        if p.distill == "inplace" and p.subnets_per_step < 2:
-            fail(f"'{where}.subnets_per_step' must be at least 2 for in-place distillation (a teacher and a student)")
-        if names.count(p.name) > 1:
-            fail(f"phase name '{p.name}' is used twice; phase names must be unique")

@@ -12,6 +12,7 @@ import re
 import numpy as np
 
 from edgenas.errors import ArchError, ConfigError
+from edgenas.validate import echo, message
 from edgenas.space import Arch, SearchSpace
 from edgenas.train.config import PhaseConfig
 
@@ -31,14 +32,15 @@ def resolve_choice(choice, values: tuple, where: str) -> tuple:
         m = re.fullmatch(r"top(\d+)", choice)
         if m and int(m.group(1)) >= 1:
             return values[-int(m.group(1)):]
-        raise ConfigError(f"'{where}' must be all, max, min, topN or a list of values, got {choice!r}")
+        raise ConfigError(message("", where, echo(choice), "all, max, min, topN or a list of values").lstrip(": "))
     if not choice:
-        raise ConfigError(f"'{where}' must not be an empty list")
+        raise ConfigError(message("", where, "an empty list", "a non-empty list of values").lstrip(": "))
     picked = []
     for v in choice:
         match = [x for x in values if isinstance(v, (int, float)) and not isinstance(v, bool) and x == v]
         if not match:
-            raise ConfigError(f"'{where}' lists {v!r}, which the space does not offer (it has {list(values)})")
+            raise ConfigError(message("", where, f"a list that has {echo(v)}",
+                                      f"values the space offers: {list(values)}").lstrip(": "))
         picked.append(match[0])
     return tuple(sorted(set(picked)))
 
