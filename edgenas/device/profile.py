@@ -1,7 +1,7 @@
 """Device profiles: which device to measure on, how to reach it, and how to run models there.
 
 A profile is a small YAML file (see `device_profiles/README.md` for commented examples). It is
-read with `yaml.safe_load` and checked strictly: an unknown key, a value of the wrong type, or a
+read with `edgenas.validate.read_yaml` (the safe loader) and checked strictly: an unknown key, a value of the wrong type, or a
 missing required field raises `ConfigError` naming the field and the file.
 
 Schema (``*`` marks a required field)::
@@ -68,9 +68,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-import yaml
+import math
 
 from edgenas.errors import ConfigError
+from edgenas.validate import _known_key, echo, message, read_yaml
 
 TRANSPORTS = ("local", "ssh")
 RUNTIMES = ("onnxruntime", "tflite")
@@ -206,15 +207,9 @@ def load_profile(path: str | os.PathLike) -> DeviceProfile:
         candidate = PROFILE_DIR / f"{p.name}.yaml"
         if candidate.exists():
             p = candidate
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"device profile {str(path)!r} not found; pass a YAML file such as device_profiles/local-cpu.yaml")
-    try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{p}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from exc
-    return _Parser(str(p)).profile(data)
+    return _Parser(str(p)).profile(read_yaml(p, "device profile YAML file", max_bytes=1 << 20))
 
 
 # --------------------------------------------------------------------------------------------
@@ -229,43 +224,47 @@ class _Parser:
     def __init__(self, source: str):
         self.source = source
 
-    def fail(self, field_name: str, problem: str) -> ConfigError:
-        return ConfigError(f"{self.source}: field '{field_name}' {problem}")
+    def fail(self, field_name: str, value: Any, expected: str, rendered: bool = False) -> ConfigError:
+        return ConfigError(message(self.source, field_name, value if rendered else echo(value), expected))
 
     def section(self, data: Any, where: str, allowed: tuple[str, ...]) -> dict:
         if not isinstance(data, dict):
-            if not where:
-                raise ConfigError(f"{self.source}: the profile must be a mapping of keys to values, got {_tname(data)}")
-            raise self.fail(where, f"must be a mapping of keys to values, got {_tname(data)}")
+            raise self.fail(where or None, data, f"a mapping of {', '.join(allowed)}")
         for k in data:
             if not isinstance(k, str) or k not in allowed:
                 name = f"{where}.{k}" if where else str(k)
-                raise self.fail(name, f"is not a known key (known: {', '.join(allowed)})")
+                raise self.fail(name, "an unknown key", _known_key(k, list(allowed)), rendered=True)
         return data
 
     def get(self, data: dict, key: str, where: str, types, default=_MISSING, choices=None, minimum=None):
         name = f"{where}.{key}" if where else key
         value = data.get(key, _MISSING)
-        if value is _MISSING or value is None:
-            if default is _MISSING:
-                raise self.fail(name, "is required")
-            return default
         if not isinstance(types, tuple):
             types = (types,)
+        want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
+        if choices is not None:
+            want = f"one of {', '.join(map(str, choices))}"
+        elif minimum is not None:
+            want += f" >= {minimum}"
+        if value is _MISSING or value is None:
+            if default is _MISSING:
+                raise self.fail(name, "nothing (the key is required)", want, rendered=True)
+            return default
         # bool is an int in Python; never accept it where a number is meant.
         ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-        if not ok:
-            want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
-            raise self.fail(name, f"must be {want}, got {_tname(value)} {value!r}")
-        if choices is not None and value not in choices:
-            raise self.fail(name, f"must be one of {', '.join(map(str, choices))}, got {value!r}")
-        if minimum is not None and value < minimum:
-            raise self.fail(name, f"must be at least {minimum}, got {value!r}")
+        if ok and isinstance(value, float) and not math.isfinite(value):
+            ok = False
+        if ok and isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**9:
+            raise self.fail(name, value, f"{want} and <= {10**9}")
+        if ok and isinstance(value, str) and len(value) > 4096:
+            raise self.fail(name, f"a string of {len(value)} characters", "at most 4096 characters", rendered=True)
+        if not ok or (choices is not None and value not in choices) or (minimum is not None and value < minimum):
+            raise self.fail(name, value, want)
         return value
 
     def profile(self, data: Any) -> DeviceProfile:
         if data is None:
-            raise ConfigError(f"{self.source}: the profile is empty; see device_profiles/README.md")
+            raise self.fail(None, "an empty file", "a device profile (see device_profiles/README.md)", rendered=True)
         top = (
             "name", "description", "transport", "ssh", "python", "runtime", "runtime_options",
             "threads", "warmup", "runs", "rounds", "workdir", "env",
@@ -273,16 +272,16 @@ class _Parser:
         d = self.section(data, "", top)
         name = self.get(d, "name", "", str)
         if not name.strip():
-            raise self.fail("name", "must not be empty")
+            raise self.fail("name", name, "a non-empty string")
         transport = self.get(d, "transport", "", str, choices=TRANSPORTS)
         runtime = self.get(d, "runtime", "", str, choices=RUNTIMES)
         ssh = None
         if transport == "ssh":
             if d.get("ssh") is None:
-                raise self.fail("ssh", "is required when transport is 'ssh' (host, user, ...)")
+                raise self.fail("ssh", "nothing", "an ssh section (host, user, ...) when transport is ssh", rendered=True)
             ssh = self.ssh(d["ssh"])
         elif d.get("ssh") is not None:
-            raise self.fail("ssh", "is only allowed with transport: ssh")
+            raise self.fail("ssh", "an ssh section", "none: it is only allowed with transport: ssh", rendered=True)
         default_python = sys.executable if transport == "local" else "python3"
         python = self.get(d, "python", "", str, default=default_python)
         options = self.runtime_options(runtime, d.get("runtime_options"))
@@ -290,12 +289,12 @@ class _Parser:
         env: dict[str, str] = {}
         if env_raw is not None:
             if not isinstance(env_raw, dict):
-                raise self.fail("env", f"must be a mapping of NAME: value, got {_tname(env_raw)}")
+                raise self.fail("env", env_raw, "a mapping of NAME: value")
             for k, v in env_raw.items():
                 if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
-                    raise self.fail(f"env.{k}", "is not a valid environment variable name")
+                    raise self.fail(f"env.{echo(k)[1:-1] if isinstance(k, str) else k}", "an invalid name", "an environment variable NAME (letters, digits, _)", rendered=True)
                 if isinstance(v, (dict, list)) or v is None:
-                    raise self.fail(f"env.{k}", f"must be a string, got {_tname(v)}")
+                    raise self.fail(f"env.{k}", v, "a string")
                 env[k] = str(v).lower() if isinstance(v, bool) else str(v)
         return DeviceProfile(
             name=name,
@@ -317,9 +316,9 @@ class _Parser:
     def ssh(self, data: Any) -> SSHConfig:
         if isinstance(data, dict) and "password" in data:
             raise self.fail(
-                "ssh.password",
-                "is refused: do not store passwords in profiles; set 'password_env: NAME' and "
-                "export NAME=... in the shell, or better use a key (identity_file) or ssh-agent",
+                "ssh.password", "a password (refused: passwords never live in profiles)",
+                "'password_env: NAME' with NAME exported in the shell, or better a key (identity_file) or ssh-agent",
+                rendered=True,
             )
         keys = (
             "host", "port", "user", "identity_file", "known_hosts", "trust_on_first_use",
@@ -330,19 +329,20 @@ class _Parser:
         identity = self.get(d, "identity_file", "ssh", str, default=None)
         password_env = self.get(d, "password_env", "ssh", str, default=None)
         if password_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env):
-            raise self.fail("ssh.password_env", "must be the NAME of an environment variable, not a password")
+            raise self.fail("ssh.password_env", "a value that is not a variable name",
+                            "the NAME of an environment variable, not a password", rendered=True)
         port = self.get(d, "port", "ssh", int, default=22, minimum=1)
         if port > 65535:
-            raise self.fail("ssh.port", f"must be at most 65535, got {port}")
+            raise self.fail("ssh.port", port, "an integer from 1 to 65535")
         host = self.get(d, "host", "ssh", str)
         if not host.strip():
-            raise self.fail("ssh.host", "must not be empty")
+            raise self.fail("ssh.host", host, "a non-empty host name or address")
         connect_timeout = float(self.get(d, "connect_timeout", "ssh", num, default=10.0))
         command_timeout = float(self.get(d, "command_timeout", "ssh", num, default=600.0))
         backoff = float(self.get(d, "backoff", "ssh", num, default=1.0, minimum=0))
         for fname, v in (("connect_timeout", connect_timeout), ("command_timeout", command_timeout)):
             if v <= 0:
-                raise self.fail(f"ssh.{fname}", f"must be positive, got {v!r}")
+                raise self.fail(f"ssh.{fname}", v, "a positive number of seconds")
         return SSHConfig(
             host=host,
             user=self.get(d, "user", "ssh", str),
@@ -364,15 +364,12 @@ class _Parser:
             d = self.section(data, "runtime_options", ("providers", "spinning"))
             providers = self.get(d, "providers", "runtime_options", list, default=["CPUExecutionProvider"])
             if not providers:
-                raise self.fail("runtime_options.providers", "must list at least one provider")
+                raise self.fail("runtime_options.providers", providers, "a list of at least one provider")
             for i, p in enumerate(providers):
                 if p not in ORT_PROVIDERS:
-                    raise self.fail(
-                        f"runtime_options.providers[{i}]",
-                        f"must be one of {', '.join(ORT_PROVIDERS)}, got {p!r}",
-                    )
+                    raise self.fail(f"runtime_options.providers.{i}", p, f"one of {', '.join(ORT_PROVIDERS)}")
             if len(set(providers)) != len(providers):
-                raise self.fail("runtime_options.providers", "lists a provider twice")
+                raise self.fail("runtime_options.providers", providers, "each provider once")
             spinning = self.get(d, "spinning", "runtime_options", bool, default=True)
             return {"providers": list(providers), "spinning": spinning}
         d = self.section(data, "runtime_options", ("delegate", "delegate_library", "interpreter"))
