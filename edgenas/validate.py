@@ -661,3 +661,13 @@ def mapping_of(data: Any, source: str, what: str, error: type[EdgeNASError] = Co
     if not isinstance(data, Mapping):
         raise error(message(source, None, "an empty file" if data is None else echo(data), f"a mapping ({what})"))
     return dict(data)
+
+
+def value_of(tp: Any, value: Any, key: str, sp: Mapping | None = None) -> Any:
+    """`check` without a source: raises `Invalid` (for checks that `Invalid.at` reports later)."""
+    return _coerce(value, tp, (sp or {}).get("edgenas_spec", sp or {}), key)
+
+
+def section_of(cls, data: Any, key: str):
+    """`build` without a source: raises `Invalid` naming `key` and below."""
+    return _build(cls, data, key)

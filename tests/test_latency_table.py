@@ -109,10 +109,10 @@ def test_a_table_refuses_another_space_and_other_formats(tmp_path):
     data = yaml.safe_load(path.read_text())
     data["header"]["format_version"] = 99
     path.write_text(yaml.safe_dump(data))
-    with pytest.raises(ConfigError, match="format_version 99"):
+    with pytest.raises(ConfigError, match="key 'header.format_version': got 99, expected 1"):
         LatencyTable.load(path)
     (tmp_path / "x.yaml").write_text("a: 1\n")
-    with pytest.raises(ConfigError, match="not a latency table"):
+    with pytest.raises(ConfigError, match="expected a latency table"):
         LatencyTable.load(tmp_path / "x.yaml")
     with pytest.raises(ConfigError, match="not found"):
         LatencyTable.load(tmp_path / "missing.yaml")
@@ -182,3 +182,54 @@ def test_calibration_subnets_are_distinct_random_subnets_over_the_resolutions():
     assert archs == calibration_archs(space, [24, 28], 24, seed=0) != calibration_archs(space, [24, 28], 24, seed=1)
     narrow = space.replace(kernel_sizes=(7,), expand_ratios=(3,), depths=(2,), resolutions=(24,))
     assert len(calibration_archs(narrow, [24], 5, seed=0)) == 1  # all there are, and it stops
+
+
+def _mutated(tmp_path, change):
+    table = synthetic_table(load_space("mbv3-tiny"))
+    path = table.save(tmp_path / "t.yaml")
+    data = yaml.safe_load(path.read_text())
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def _first_op(data):
+    return next(iter(data["ops"]))
+
+
+@pytest.mark.parametrize("change, words", [
+    (lambda d: d["ops"][_first_op(d)].update(mean=-0.5), "got -0.5, expected a number from 0"),
+    (lambda d: d["ops"][_first_op(d)].update(mean=float("nan")), "got NaN"),
+    (lambda d: d["ops"][_first_op(d)].update(median="fast"), "got 'fast', expected a number"),
+    (lambda d: d["ops"][_first_op(d)].pop("mean"), "got nothing (the key is missing)"),
+    (lambda d: d["ops"][_first_op(d)].update(p99=1.0), "got an unknown key, expected one of mean, median, std, count"),
+    (lambda d: d["ops"].update({_first_op(d): [1, 2]}), "got a list [1, 2], expected a mapping of mean"),
+    (lambda d: d.update(ops=[1, 2]), "key 'ops': got a list [1, 2], expected a mapping of layer key"),
+    (lambda d: d.update(header="h"), "key 'header': got 'h', expected a mapping"),
+    (lambda d: d["header"].update(statistic="p90"), "key 'header.statistic': got 'p90', expected one of mean, median"),
+    (lambda d: d["header"].update(calibration={"scale": float("nan")}), "key 'header.calibration.scale': got NaN"),
+    (lambda d: d["header"].update(calibration={"overhead_ms": -1}), "key 'header.calibration.overhead_ms': got -1"),
+    (lambda d: d["header"].update(space=["mbv3-tiny"]), "key 'header.space': got a list ['mbv3-tiny'], expected a mapping"),
+    (lambda d: d.update(extra=1), "key 'extra': got an unknown key, expected one of header, ops"),
+])
+def test_bad_tables_name_the_file_and_key(tmp_path, change, words):
+    path = _mutated(tmp_path, change)
+    with pytest.raises(ConfigError) as err:
+        LatencyTable.load(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and words in msg and len(msg) < 300, msg
+
+
+@pytest.mark.parametrize("text, words", [
+    ("Conv-input:160x160x3-output:80x80x24: {count: 5, mean: -1.0, std: 0.1}\n", "got -1.0, expected a number from 0"),
+    ("Conv-input:160x160x3-output:80x80x24: {count: 5, mean: .inf, std: 0.1}\n", "got inf"),
+    ("Conv-input:160x160x3-output:80x80x24: {count: 5, mean: 1.0, std: 0.1}\nConv-input:160x160x3-output:80x80x24: {mean: 2}\n",
+     "got key 'Conv-input:160x160x3-output:80x80x24' twice"),
+])
+def test_bad_ofa_tables_name_the_file(tmp_path, text, words):
+    path = tmp_path / "160_lookup_table.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        LatencyTable.load(path)
+    msg = str(err.value)
+    assert msg.startswith(str(path)) and words in msg and len(msg) < 300, msg

@@ -36,13 +36,14 @@ from edgenas import __version__
 from edgenas.errors import ConfigError, EdgeNASError
 from edgenas.io import atomic_write_text
 from edgenas.latency.calibration import Calibration, fit_calibration  # noqa: F401 (re-exported)
+from edgenas.latency.schema import check_ofa, check_table, looks_like_ofa
 from edgenas.space.arch import Arch, decode, genome_of
 from edgenas.space.ops import arch_ops
 from edgenas.space.space import SearchSpace, load_space, preset_names
+from edgenas.validate import message, read_yaml
 
 TABLE_FORMAT = "edgenas-latency-table"
 FORMAT_VERSION = 1
-_SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # safe: plain data only, C speed when available
 _Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _OFA_FILE = re.compile(r"(\d+)_lookup_table\.ya?ml$")
 
@@ -102,23 +103,16 @@ class LatencyTable:
         if not path.is_file():
             raise ConfigError(f"latency table {path} not found; build one with: edgenas profile PROFILE --space NAME")
         data = _read_yaml(path)
-        if isinstance(data, dict) and "header" in data and "ops" in data:
+        if isinstance(data, dict) and "header" in data:
             return cls._from_dict(data, path)
-        if _OFA_FILE.search(path.name) and _looks_like_ofa(data):
+        if _OFA_FILE.search(path.name) and looks_like_ofa(data):
             return cls.load_ofa(path)
-        raise ConfigError(f"{path} is not a latency table (expected 'header' and 'ops', or an OFA R_lookup_table.yaml)")
+        raise ConfigError(message(str(path), None, "a file without a 'header'",
+                                  "a latency table (header and ops) or an OFA R_lookup_table.yaml"))
 
     @classmethod
     def _from_dict(cls, data: dict, path: Path) -> "LatencyTable":
-        header, ops = data["header"], data["ops"] or {}
-        if not isinstance(header, dict) or header.get("format") != TABLE_FORMAT:
-            raise ConfigError(f"{path}: header.format must be {TABLE_FORMAT!r}")
-        if header.get("format_version") != FORMAT_VERSION:
-            raise ConfigError(f"{path}: format_version {header.get('format_version')!r} is not supported "
-                              f"(this edgenas reads version {FORMAT_VERSION}); rebuild the table with edgenas profile")
-        for key, e in ops.items():
-            if not isinstance(e, dict) or not isinstance(e.get("mean"), (int, float)):
-                raise ConfigError(f"{path}: entry {key!r} must be a mapping with a numeric 'mean' (ms)")
+        header, ops = check_table(data, str(path))
         return cls(header, ops, path)
 
     @classmethod
@@ -135,9 +129,7 @@ class LatencyTable:
         merged: dict[str, list[dict]] = {}
         resolutions = []
         for f in files:
-            data = _read_yaml(f)
-            if not _looks_like_ofa(data):
-                raise ConfigError(f"{f}: not an OFA lookup table (expected keys mapping to {{count, mean, std}})")
+            data = check_ofa(_read_yaml(f), str(f))
             resolutions.append(int(_OFA_FILE.search(f.name).group(1)))
             for key, e in data.items():
                 merged.setdefault(key, []).append(e)
@@ -353,14 +345,7 @@ def _space_header(space: SearchSpace) -> dict:
 
 
 def _read_yaml(path: Path):
-    try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_SafeLoader)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from exc
-
-
-def _looks_like_ofa(data) -> bool:
-    return isinstance(data, dict) and bool(data) and all(isinstance(v, dict) and "mean" in v for v in data.values())
+    return read_yaml(path, "latency table YAML file")
 
 
 def _pool(entries: list[dict]) -> dict:

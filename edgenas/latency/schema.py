@@ -1,0 +1,113 @@
+"""What a latency table file must hold, checked by `edgenas.validate` before a table is used.
+
+An edgenas table is `{header, ops}`; the header is open metadata (the profiler adds records to it)
+but the keys that predictions read are checked: format, format_version, name, space, statistic,
+resolutions and the calibration (overhead_ms, scale, offset_ms, networks). Every entry of `ops`
+and of `calibration.networks` is a latency in milliseconds: finite, never negative. OFA's
+published `R_lookup_table.yaml` files are a mapping of layer keys to {count, mean, std}.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+from edgenas.errors import ConfigError
+from edgenas.validate import Invalid, echo, mapping_of, message, section_of, spec, value_of
+
+_MS = spec(min=0.0, max=1e9)  # a latency in milliseconds
+STATISTICS = ("mean", "median")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One measured layer (or network): milliseconds over `count` timed runs."""
+
+    mean: float = field(metadata=_MS)
+    median: Optional[float] = field(default=None, metadata=_MS)
+    std: float = field(default=0.0, metadata=_MS)
+    count: int = field(default=1, metadata=spec(min=0, max=10**12))
+
+
+@dataclass(frozen=True)
+class SpaceInfo:
+    name: str = field(metadata=spec(min_len=1, max_len=200))
+    hash: Optional[str] = field(default=None, metadata=spec(max_len=64))
+    definition: Optional[dict] = None  # a custom space, checked by SearchSpace.from_dict when used
+
+
+def _entry(value: Any, key: str, extra_ok: bool) -> None:
+    """Check one entry; network entries may carry more records (repeat_median, ...)."""
+    if extra_ok and isinstance(value, Mapping):
+        value = {k: v for k, v in value.items() if k in Entry.__dataclass_fields__}
+    section_of(Entry, value, key)
+
+
+def check_table(data: Any, source: str) -> tuple[dict, dict]:
+    """(header, ops) of an edgenas table file's contents, or a ConfigError in the one style."""
+    data = mapping_of(data, source, "a latency table: header, ops")
+    for key in data:
+        if key not in ("header", "ops"):
+            raise ConfigError(message(source, str(key)[:60], "an unknown key", "one of header, ops"))
+    header, ops = data.get("header"), data.get("ops")
+    if not isinstance(header, Mapping):
+        raise ConfigError(message(source, "header", echo(header), "a mapping (format, format_version, space, ...)"))
+    if header.get("format") != "edgenas-latency-table":
+        raise ConfigError(message(source, "header.format", echo(header.get("format")), "'edgenas-latency-table'"))
+    if header.get("format_version") != 1:
+        raise ConfigError(message(source, "header.format_version", echo(header.get("format_version")),
+                                  "1 (this edgenas reads format_version 1; rebuild the table with edgenas profile)"))
+    try:
+        if "name" in header:
+            value_of(str, header["name"], "header.name", spec(min_len=1, max_len=200))
+        if header.get("space") is not None:
+            section_of(SpaceInfo, header["space"], "header.space")
+        if "statistic" in header:
+            value_of(str, header["statistic"], "header.statistic", {"choices": STATISTICS})
+        if header.get("resolutions") is not None:
+            value_of(list[int], header["resolutions"], "header.resolutions",
+                     {"min_len": 1, "increasing": True, "each": {"min": 1, "max": 4096}})
+        cal = header.get("calibration")
+        if cal is not None:
+            if not isinstance(cal, Mapping):
+                raise Invalid("header.calibration", cal, "a mapping (overhead_ms, scale, offset_ms, ...)")
+            for key, sp in (("overhead_ms", _MS["edgenas_spec"]), ("scale", {"gt": 0.0, "max": 1e6}),
+                            ("offset_ms", {"min": -1e9, "max": 1e9})):
+                if key in cal:
+                    value_of(float, cal[key], f"header.calibration.{key}", sp)
+            nets = cal.get("networks")
+            if nets is not None:
+                if not isinstance(nets, Mapping):
+                    raise Invalid("header.calibration.networks", nets, "a mapping of arch: {mean, median, ...}")
+                for arch, e in nets.items():
+                    _entry(e, f"header.calibration.networks.{echo(arch)[1:-1]}", extra_ok=True)
+        if ops is None:
+            ops = {}
+        if not isinstance(ops, Mapping):
+            raise Invalid("ops", ops, "a mapping of layer key: {mean, median, std, count}")
+        for key, e in ops.items():
+            if not isinstance(key, str):
+                raise Invalid("ops", f"the key {echo(key)}", "layer keys that are strings", rendered=True)
+            _entry(e, f"ops.{key}", extra_ok=False)
+    except Invalid as exc:
+        raise exc.at(source) from None
+    return dict(header), dict(ops)
+
+
+def looks_like_ofa(data: Any) -> bool:
+    """A mapping of keys to mappings with a 'mean': what OFA's files look like (before checking)."""
+    return isinstance(data, Mapping) and bool(data) and all(isinstance(v, Mapping) and "mean" in v for v in data.values())
+
+
+def check_ofa(data: Any, source: str) -> dict:
+    """The entries of one OFA `R_lookup_table.yaml`, each checked, or a ConfigError."""
+    if not isinstance(data, Mapping) or not data:
+        raise ConfigError(message(source, None, "an empty file" if not data else echo(data),
+                                  "an OFA lookup table (layer keys mapping to {count, mean, std})"))
+    try:
+        for key, e in data.items():
+            if not isinstance(key, str):
+                raise Invalid(None, f"the key {echo(key)}", "layer keys that are strings", rendered=True)
+            _entry(e, key, extra_ok=False)
+    except Invalid as exc:
+        raise exc.at(source) from None
+    return dict(data)
