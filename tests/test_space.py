@@ -212,3 +212,15 @@ def test_missing_field_and_unknown_preset(tmp_path):
         load_space(_write(tmp_path, data))
     with pytest.raises(ConfigError, match="unknown search space 'mbv9'.*mbv3-tiny"):
         load_space("mbv9")
+
+
+@pytest.mark.parametrize("text", [
+    "r٢٨_k3e4,k3e4_k3e4,k3e4_k3e4,k3e4_k3e4,k3e4_k3e4,k3e4",  # Arabic-Indic digits
+    "r32_k３e4,k3e4_k3e4,k3e4_k3e4,k3e4_k3e4,k3e4_k3e4,k3e4",  # a full-width digit
+    "r32_k3e4," + "k3e4," * 2000 + "k3e4",
+    "r" + "9" * 5000 + "_k3e4",
+])
+def test_arch_strings_take_ascii_digits_only_and_stay_short_in_messages(text):
+    with pytest.raises(ArchError) as err:
+        Arch.parse(text, load_space("mbv3-tiny"))
+    assert "cannot read" in str(err.value) and len(str(err.value)) < 300

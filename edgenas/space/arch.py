@@ -25,6 +25,7 @@ import numpy as np
 
 from edgenas.errors import ArchError, ConfigError
 from edgenas.space.space import SearchSpace, _num
+from edgenas.validate import echo
 
 Block = tuple[int, float]  # (kernel size, expand ratio)
 
@@ -46,20 +47,23 @@ class Arch:
     def parse(cls, text: str, space: SearchSpace) -> "Arch":
         """Parse the string form and validate it against `space`."""
         text = str(text).strip()
+        if len(text) > 4000:
+            raise ArchError(f"cannot read arch {echo(text)}: got {len(text)} characters, expected an arch string")
         parts = text.split("_")
-        m = re.fullmatch(r"r(\d+)", parts[0])
+        m = re.fullmatch(r"r([0-9]{1,5})", parts[0])  # ASCII digits only: int() would also read '٢٨'
         if not m or len(parts) < 2:
             raise ArchError(
-                f"cannot read arch '{text}': expected 'r<resolution>_<unit>_<unit>...' with blocks like k3e4 "
-                f"separated by ',' (e.g. {space_example(space)})"
+                f"cannot read arch {echo(text)}: expected 'r<resolution>_<unit>_<unit>...' with blocks like k3e4 "
+                f"separated by ',' and ASCII digits (e.g. {echo(space_example(space))[1:-1]})"
             )
         units = []
         for u, group in enumerate(parts[1:]):
             blocks = []
             for b, token in enumerate(group.split(",")):
-                bm = re.fullmatch(r"k(\d+)e(\d+(?:\.\d+)?)", token)
+                bm = re.fullmatch(r"k([0-9]{1,3})e([0-9]{1,3}(?:\.[0-9]{1,6})?)", token)
                 if not bm:
-                    raise ArchError(f"cannot read block '{token}' of unit {u + 1} in arch '{text}': expected k<kernel>e<expand>, e.g. k5e4")
+                    raise ArchError(f"cannot read block {echo(token)} of unit {u + 1} in arch {echo(text)}: "
+                                    f"expected k<kernel>e<expand> in ASCII digits, e.g. k5e4")
                 blocks.append((int(bm.group(1)), _num(float(bm.group(2)))))
             units.append(tuple(blocks))
         arch = cls(int(m.group(1)), tuple(units))
