@@ -25,7 +25,12 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse exits with 2 on bad usage already; keep its message to one line plus usage."""
+    """Bad usage exits 2 with one line (the flag, what it expects, where to read more), not argparse's
+    multi-line usage block; subcommand parsers inherit this class."""
+
+    def error(self, message: str):
+        message = " ".join(message.split())
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,7 @@ import argparse
 import sys
 
 from edgenas.cli import add_common
+from edgenas.cli import types as T
 
 
 def add_parser(subparsers) -> None:
@@ -20,11 +21,11 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--out", default="runs/demo", metavar="RUN_DIR", help="run directory (default runs/demo)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="training config override, as in `edgenas train --set` (repeatable)")
-    parser.add_argument("--samples", type=int, default=300, metavar="N",
+    parser.add_argument("--samples", type=T.count(5, T.MAX_SAMPLES), default=300, metavar="N",
                         help="subnets measured for the accuracy predictor (default 300)")
     parser.add_argument("--formats", default=None, metavar="LIST",
                         help="export formats, comma separated (default onnx,tflite when litert-torch is installed)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=T.seed, default=0)
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     parser.set_defaults(run=run)
 

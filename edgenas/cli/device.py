@@ -14,6 +14,7 @@ EXIT_OK, EXIT_MISSING = 0, 1
 
 def add_parser(subparsers) -> None:
     from edgenas.cli import add_common
+    from edgenas.cli import types as T
 
     p = subparsers.add_parser(
         "device",
@@ -43,7 +44,7 @@ def add_parser(subparsers) -> None:
     add_common(m)
     m.add_argument("profile", metavar="PROFILE", help="device profile YAML (or a name in device_profiles/)")
     m.add_argument("models", metavar="MODEL", nargs="+", help="model files (.onnx or .tflite)")
-    m.add_argument("--chunk-size", type=int, default=None, help="models uploaded and measured at a time")
+    m.add_argument("--chunk-size", type=T.count(1, T.MAX_RUNS), default=None, help="models uploaded and measured at a time")
     m.add_argument("--json", action="store_true", help="one JSON object per model")
     m.set_defaults(run=run)
 

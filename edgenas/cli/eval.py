@@ -12,6 +12,7 @@ import sys
 
 def add_parser(subparsers) -> None:
     from edgenas.cli import add_common
+    from edgenas.cli import types as T
 
     p = subparsers.add_parser(
         "eval",
@@ -25,16 +26,16 @@ def add_parser(subparsers) -> None:
     which.add_argument("--arch", action="append", metavar="ARCH",
                        help="an arch string (r32_k3e4,...), 'largest' or 'smallest' (of the choices the "
                             "supernet's last training phase sampled); repeatable")
-    which.add_argument("--sample", type=int, metavar="N",
+    which.add_argument("--sample", type=T.count(1, T.MAX_SAMPLES), metavar="N",
                        help="N random subnets (seeded by --seed) drawn from the choices the supernet's last "
                             "training phase sampled, e.g. only the resolutions it was trained at")
-    p.add_argument("--seed", type=int, default=0, help="seed of --sample and of the recalibration images (default 0)")
+    p.add_argument("--seed", type=T.seed, default=0, help="seed of --sample and of the recalibration images (default 0)")
     p.add_argument("--split", choices=["test", "val", "train"], default="test", help="split to evaluate (default test)")
-    p.add_argument("--bn-images", type=int, default=None, metavar="N",
+    p.add_argument("--bn-images", type=T.count(1, T.MAX_IMAGES), default=None, metavar="N",
                    help="training images for BatchNorm recalibration (default: the config's train.bn_recal_images)")
-    p.add_argument("--batch-size", type=int, default=500, help="evaluation batch size (default 500)")
+    p.add_argument("--batch-size", type=T.batch_size, default=500, help="evaluation batch size (default 500)")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=T.threads, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
     p.set_defaults(run=run)
 

@@ -19,6 +19,7 @@ EXIT_OK, EXIT_INVALID = 0, 1
 
 def add_parser(subparsers) -> None:
     from edgenas.cli import add_common
+    from edgenas.cli import types as T
     from edgenas.export import ATOL, FORMATS
 
     p = subparsers.add_parser(
@@ -34,21 +35,21 @@ def add_parser(subparsers) -> None:
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--arch", help="architecture string, e.g. r32_k3e3,k3e3_...")
     which.add_argument("--from", dest="results", metavar="RESULTS", help="search results JSON (edgenas search)")
-    p.add_argument("--rank", type=int, default=1, help="which entry of --from, 1 = best (default 1)")
+    p.add_argument("--rank", type=T.count(1, T.MAX_RANK), default=1, help="which entry of --from, 1 = best (default 1)")
     p.add_argument("--format", default="onnx", help=f"comma-separated formats: {', '.join(FORMATS)} (default onnx)")
     p.add_argument("--out", required=True, metavar="DIR", help="output directory")
     p.add_argument("--measure", metavar="PROFILE", help="measure the exported files on this device profile")
     p.add_argument("--latency-table", action="append", default=[], metavar="TABLE",
                    help="latency table for the predicted latency (repeatable)")
-    p.add_argument("--budget-ms", type=float, help="latency budget to check measured latency against "
+    p.add_argument("--budget-ms", type=T.positive(), help="latency budget to check measured latency against "
                    "(default: the budget in --from)")
-    p.add_argument("--bn-images", type=int, default=2000, help="training images for BN recalibration (default 2000)")
-    p.add_argument("--calib-images", type=int, default=256, help="training images for int8 calibration (default 256)")
-    p.add_argument("--eval-images", type=int, default=1000,
+    p.add_argument("--bn-images", type=T.count(1, T.MAX_IMAGES), default=2000, help="training images for BN recalibration (default 2000)")
+    p.add_argument("--calib-images", type=T.count(1, T.MAX_IMAGES), default=256, help="training images for int8 calibration (default 256)")
+    p.add_argument("--eval-images", type=T.count(0, T.MAX_IMAGES), default=1000,
                    help="test images for the parity and accuracy checks (default 1000; 0 = all)")
-    p.add_argument("--atol", type=float, default=ATOL, help=f"float parity tolerance (default {ATOL:g})")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads for the checks (default 1)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the image samples (default 0)")
+    p.add_argument("--atol", type=T.positive(1.0), default=ATOL, help=f"float parity tolerance (default {ATOL:g})")
+    p.add_argument("--threads", type=T.threads, default=1, help="runtime threads for the checks (default 1)")
+    p.add_argument("--seed", type=T.seed, default=0, help="seed of the image samples (default 0)")
     p.set_defaults(run=run)
 
 

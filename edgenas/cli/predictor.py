@@ -9,6 +9,7 @@ log = logging.getLogger("edgenas.predictor")
 
 def add_parser(subparsers) -> None:
     from edgenas.cli import add_common
+    from edgenas.cli import types as T
 
     p = subparsers.add_parser("predictor", help="build the accuracy predictor of a supernet",
                               description="Accuracy predictor of a trained supernet (used by edgenas search).")
@@ -24,14 +25,14 @@ def add_parser(subparsers) -> None:
     )
     add_common(b)
     b.add_argument("checkpoint", metavar="CKPT", help="supernet checkpoint")
-    b.add_argument("--samples", type=int, default=2000, metavar="N", help="subnets to measure (default 2000)")
+    b.add_argument("--samples", type=T.count(5, T.MAX_SAMPLES), default=2000, metavar="N", help="subnets to measure (default 2000)")
     b.add_argument("--out", metavar="PRED", help="predictor file (default: beside CKPT, NAME.predictor.pt)")
     b.add_argument("--measurements", metavar="JSONL", help="measurement log (default: PRED.measured.jsonl)")
-    b.add_argument("--seed", type=int, default=0)
-    b.add_argument("--calib-images", type=int, default=2000, metavar="N",
+    b.add_argument("--seed", type=T.seed, default=0)
+    b.add_argument("--calib-images", type=T.count(1, T.MAX_IMAGES), default=2000, metavar="N",
                    help="training images for BatchNorm recalibration (default 2000)")
-    b.add_argument("--epochs", type=int, default=200, help="MLP training epochs (default 200)")
-    b.add_argument("--resolutions", type=int, nargs="+", metavar="R",
+    b.add_argument("--epochs", type=T.count(1, T.MAX_EPOCHS), default=200, help="MLP training epochs (default 200)")
+    b.add_argument("--resolutions", type=T.resolution, nargs="+", metavar="R",
                    help="sample subnets at these input resolutions (default: those the supernet's last training "
                         "phase sampled, which edgenas search also keeps to)")
     b.add_argument("--data", metavar="NAME", help="dataset (default: the checkpoint's)")

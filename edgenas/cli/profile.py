@@ -19,6 +19,7 @@ log = logging.getLogger("edgenas.profile")
 
 def add_parser(subparsers) -> None:
     from edgenas.cli import add_common
+    from edgenas.cli import types as T
 
     p = subparsers.add_parser(
         "profile", help="measure a device's latency lookup table for a search space",
@@ -29,18 +30,18 @@ def add_parser(subparsers) -> None:
     add_common(p)
     p.add_argument("profiles", metavar="PROFILE", nargs="+", help="device profile YAML (or a name in device_profiles/)")
     p.add_argument("--space", required=True, help="search space preset name or YAML file")
-    p.add_argument("--resolutions", type=int, nargs="+", metavar="R", help="only these input resolutions (default: all of the space's)")
+    p.add_argument("--resolutions", type=T.resolution, nargs="+", metavar="R", help="only these input resolutions (default: all of the space's)")
     p.add_argument("--out", type=Path, help="table file (one profile only); default latency_tables/<profile key>-<space>.yaml")
     p.add_argument("--out-dir", type=Path, default=Path("latency_tables"), help="directory for default table names")
-    p.add_argument("--validate", type=int, default=0, metavar="N", help="then measure N random subnets end to end and report the accuracy (the calibration "
+    p.add_argument("--validate", type=T.count(0, T.MAX_SAMPLES), default=0, metavar="N", help="then measure N random subnets end to end and report the accuracy (the calibration "
                         "subnets are measured again among them, to tell the table's error from the device's drift)")
     p.add_argument("--plot", type=Path, help="validation scatter plot PNG (default: beside the table)")
-    p.add_argument("--calibrate", type=int, default=24, metavar="K", help="whole subnets measured to calibrate the table (0: none)")
-    p.add_argument("--warmup", type=int, help="untimed runs per model (default: the profile's)")
-    p.add_argument("--runs", type=int, help="timed runs per model (default: the profile's)")
-    p.add_argument("--chunk-size", type=int, default=500,
+    p.add_argument("--calibrate", type=T.count(0, T.MAX_SAMPLES), default=24, metavar="K", help="whole subnets measured to calibrate the table (0: none)")
+    p.add_argument("--warmup", type=T.count(0, T.MAX_RUNS), help="untimed runs per model (default: the profile's)")
+    p.add_argument("--runs", type=T.count(1, T.MAX_RUNS), help="timed runs per model (default: the profile's)")
+    p.add_argument("--chunk-size", type=T.count(1, T.MAX_RUNS), default=500,
                    help="layer models uploaded and measured per agent run (with rounds > 1 their rounds interleave)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration and validation subnets")
+    p.add_argument("--seed", type=T.seed, default=0, help="seed of the calibration and validation subnets")
     p.add_argument("--json", action="store_true", help="print one JSON report per device on stdout")
     p.set_defaults(run=run)
 
@@ -53,9 +54,6 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None and len(args.profiles) > 1:
         raise EdgeNASError("--out names one table; with several profiles use --out-dir (tables are named by profile key)")
-    for flag in ("validate", "calibrate", "chunk_size"):
-        if getattr(args, flag) < (1 if flag == "chunk_size" else 0):
-            raise EdgeNASError(f"--{flag.replace('_', '-')} must be {'at least 1' if flag == 'chunk_size' else 'zero or more'}")
     space = load_space(args.space)
     profiles = [load_profile(p) for p in args.profiles]
     outs = [args.out] if args.out else [default_table_path(p, space, args.out_dir) for p in profiles]

@@ -10,6 +10,7 @@ log = logging.getLogger("edgenas.search")
 
 def add_parser(subparsers) -> None:
     from edgenas.cli import add_common
+    from edgenas.cli import types as T
 
     p = subparsers.add_parser(
         "search",
@@ -23,30 +24,30 @@ def add_parser(subparsers) -> None:
     p.add_argument("--supernet", required=True, metavar="CKPT", help="supernet checkpoint (its space is searched)")
     p.add_argument("--latency-table", action="append", default=[], metavar="LUT",
                    help="latency table file, or a directory of OFA lookup tables; repeat for several devices")
-    p.add_argument("--latency-ms", type=float, metavar="MS", help="latency budget, on every table")
-    p.add_argument("--max-mflops", type=float, metavar="X", help="budget in millions of MACs")
-    p.add_argument("--max-params", type=float, metavar="Y", help="budget in millions of parameters")
-    p.add_argument("--max-peak-kb", type=float, metavar="Z", help="budget of peak fp32 activation memory, KB")
-    p.add_argument("--resolutions", type=int, nargs="+", metavar="R",
+    p.add_argument("--latency-ms", type=T.positive(), metavar="MS", help="latency budget, on every table")
+    p.add_argument("--max-mflops", type=T.positive(), metavar="X", help="budget in millions of MACs")
+    p.add_argument("--max-params", type=T.positive(), metavar="Y", help="budget in millions of parameters")
+    p.add_argument("--max-peak-kb", type=T.positive(), metavar="Z", help="budget of peak fp32 activation memory, KB")
+    p.add_argument("--resolutions", type=T.resolution, nargs="+", metavar="R",
                    help="only subnets at these input resolutions, e.g. the size your camera pipeline gives "
                         "(default: those the supernet's last training phase sampled)")
     p.add_argument("--strategy", choices=["evolution", "nsga2", "random"], default="evolution")
     p.add_argument("--predictor", metavar="PRED", help="accuracy predictor (default: CKPT's .predictor.pt)")
-    p.add_argument("--seed", type=int, default=0, help="same seed, same result (default 0)")
-    p.add_argument("--top-k", type=int, default=10, metavar="K", help="architectures to keep in --out (default 10)")
-    p.add_argument("--population", type=int, default=100, metavar="N", help="evolution / nsga2 (default 100)")
-    p.add_argument("--generations", type=int, default=500, metavar="N", help="evolution / nsga2 (default 500)")
-    p.add_argument("--mutate-prob", type=float, default=0.1, metavar="P",
+    p.add_argument("--seed", type=T.seed, default=0, help="same seed, same result (default 0)")
+    p.add_argument("--top-k", type=T.count(1, T.MAX_POPULATION), default=10, metavar="K", help="architectures to keep in --out (default 10)")
+    p.add_argument("--population", type=T.count(2, T.MAX_POPULATION), default=100, metavar="N", help="evolution / nsga2 (default 100)")
+    p.add_argument("--generations", type=T.count(0, T.MAX_GENERATIONS), default=500, metavar="N", help="evolution / nsga2 (default 500)")
+    p.add_argument("--mutate-prob", type=T.probability(), default=0.1, metavar="P",
                    help="chance that mutation resamples each gene (default 0.1)")
-    p.add_argument("--parent-ratio", type=float, default=0.25, metavar="R",
+    p.add_argument("--parent-ratio", type=T.probability(lo_open=True), default=0.25, metavar="R",
                    help="evolution: share of the population kept as parents (default 0.25)")
-    p.add_argument("--mutation-ratio", type=float, default=0.5, metavar="R",
+    p.add_argument("--mutation-ratio", type=T.probability(), default=0.5, metavar="R",
                    help="evolution: share of children made by mutation, the rest by crossover (default 0.5)")
-    p.add_argument("--evaluations", type=int, metavar="N",
+    p.add_argument("--evaluations", type=T.count(1, T.MAX_EVALUATIONS), metavar="N",
                    help="stop after N distinct architectures (random search default: population x (generations + 1))")
     p.add_argument("--out", required=True, metavar="JSON", help="results file (written atomically)")
     p.add_argument("--plot", metavar="PNG", help="plot file (default: --out with .png)")
-    p.add_argument("--verify", type=int, default=0, metavar="K",
+    p.add_argument("--verify", type=T.count(0, T.MAX_POPULATION), default=0, metavar="K",
                    help="re-evaluate the top K with the supernet (BN recalibrated) and, with --device, measure them")
     p.add_argument("--device", metavar="PROFILE", help="device profile for --verify latency measurements")
     p.add_argument("--data", metavar="NAME", help="dataset for --verify (default: the checkpoint's)")
@@ -66,8 +67,6 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeNASError("--latency-ms needs at least one --latency-table")
     if args.latency_table and args.latency_ms is None:
         raise EdgeNASError("--latency-table needs a budget: add --latency-ms MS")
-    if args.verify and not args.verify > 0:
-        raise EdgeNASError("--verify K needs K >= 1")
 
     supernet, info = open_checkpoint(args.supernet)
     space = supernet.space

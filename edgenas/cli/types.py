@@ -1,0 +1,87 @@
+"""argparse types for every numeric flag, so a bad number is a one-line usage error at the boundary.
+
+    p.add_argument("--population", type=count(2, MAX_POPULATION), default=100)
+    p.add_argument("--mutate-prob", type=probability(), default=0.1)
+
+argparse names the flag in its message (`argument --population: expected an integer from 2 to
+100000, got '-1'`); the CLI's parser prints that as one line and exits 2. Integers are ASCII
+digits only (Python's int() also takes '٢٨' and '1_000'), at most 12 digits, so a 5000-digit value
+is refused before it is converted; floats must be finite (no 'nan', 'inf', or '1e400').
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import re
+
+# Sane upper bounds: far above any real use, low enough that nothing allocates or loops forever.
+MAX_SEED = 2**32 - 1          # numpy and torch both accept it
+MAX_THREADS = 1024
+MAX_BATCH = 65536
+MAX_IMAGES = 10_000_000       # images sampled for BN recalibration, calibration or evaluation
+MAX_POPULATION = 100_000
+MAX_GENERATIONS = 1_000_000
+MAX_EVALUATIONS = 100_000_000
+MAX_SAMPLES = 1_000_000       # subnets measured or evaluated
+MAX_EPOCHS = 100_000
+MAX_RESOLUTION = 4096         # input pixels per side
+MAX_RUNS = 100_000            # warm-up / timed runs per model, models per chunk
+MAX_RANK = 1_000_000
+
+_INT = re.compile(r"[+-]?[0-9]{1,12}")
+_FLOAT = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]{1,3})?")
+_SHOW = 32  # characters of a bad value echoed back
+
+
+def _shown(text: str) -> str:
+    shown = ascii(text)
+    return shown if len(shown) <= _SHOW else shown[:_SHOW - 3] + "..."
+
+
+def count(lo: int = 1, hi: int = MAX_SAMPLES):
+    """An integer in [lo, hi]."""
+
+    def parse(text: str) -> int:
+        text = text.strip()
+        if _INT.fullmatch(text):
+            value = int(text)
+            if lo <= value <= hi:
+                return value
+        raise argparse.ArgumentTypeError(f"expected an integer from {lo} to {hi}, got {_shown(text)}")
+
+    parse.__name__ = f"integer in [{lo}, {hi}]"
+    return parse
+
+
+def number(lo: float = 0.0, hi: float = math.inf, lo_open: bool = True, hi_open: bool = False):
+    """A finite float in the interval from lo to hi (open or closed at each end)."""
+    left, right = "(" if lo_open else "[", ")" if hi_open or hi == math.inf else "]"
+    span = f"{left}{lo:g}, {'inf' if hi == math.inf else f'{hi:g}'}{right}"
+
+    def parse(text: str) -> float:
+        text = text.strip()
+        if _FLOAT.fullmatch(text):
+            value = float(text)
+            if math.isfinite(value) and (value > lo if lo_open else value >= lo) and (
+                    value < hi if hi_open else value <= hi):
+                return value
+        raise argparse.ArgumentTypeError(f"expected a finite number in {span}, got {_shown(text)}")
+
+    parse.__name__ = f"number in {span}"
+    return parse
+
+
+def positive(hi: float = math.inf):
+    """A finite float > 0 (a budget, a tolerance)."""
+    return number(0.0, hi, lo_open=True)
+
+
+def probability(lo_open: bool = False):
+    """A float in [0, 1] (or (0, 1] with lo_open)."""
+    return number(0.0, 1.0, lo_open=lo_open, hi_open=False)
+
+
+seed = count(0, MAX_SEED)
+threads = count(1, MAX_THREADS)
+batch_size = count(1, MAX_BATCH)
+resolution = count(1, MAX_RESOLUTION)
