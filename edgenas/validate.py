@@ -339,19 +339,23 @@ def load_torch(path: str | os.PathLike, what: str = "edgenas checkpoint",
         raise error(f"{p}: no such file (expected a {what})")
     if p.stat().st_size > MAX_TORCH_BYTES:
         raise error(f"{p}: got {p.stat().st_size} bytes, expected a {what} of at most {MAX_TORCH_BYTES} bytes")
+    a = "an" if what[:1].lower() in "aeiou" else "a"
     try:
         return torch.load(p, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        # weights_only refused a global: the file holds Python objects, which could run code.
-        raise error(f"{p}: got a file holding Python objects other than tensors and plain data, expected "
-                    f"a {what}; it is not loaded, because such a file can run code (do not trust its source)") from None
+    except pickle.UnpicklingError as exc:
+        text = str(exc)
+        if "unsupported global" in text.lower() or "unsupported class" in text.lower():
+            # weights_only refused a global: the file holds Python objects, which could run code.
+            raise error(f"{p}: got a file holding Python objects other than tensors and plain data, expected "
+                        f"{a} {what}; it is not loaded, because such a file can run code (do not trust its source)") from None
+        raise error(f"{p}: got a corrupt, truncated or non-torch file (not a pickle), expected {a} {what}") from None
     except MemoryError:
-        raise error(f"{p}: got a file declaring more data than fits in memory, expected a {what}") from None
+        raise error(f"{p}: got a file declaring more data than fits in memory, expected {a} {what}") from None
     except Exception as exc:  # truncated zip, corrupt record, not a torch file at all ...
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if "weights_only" in reason or "pickle" in reason.lower():
             reason = type(exc).__name__
-        raise error(f"{p}: got a corrupt, truncated or non-torch file ({reason[:100]}), expected a {what}") from None
+        raise error(f"{p}: got a corrupt, truncated or non-torch file ({reason[:100]}), expected {a} {what}") from None
 
 
 def checksum(obj: Any) -> str:
@@ -402,12 +406,12 @@ def verify_checksum(payload: Mapping, source: str, resave: str, error: type[Edge
     recorded = payload.get("checksum")
     if recorded is None:
         log.warning("%s has no checksum (written by an older edgenas), so it is loaded without an integrity "
-                    "check; %s to add one", source, resave)
+                    "check; %s to write one with a checksum", source, resave)
         return
     if not isinstance(recorded, str) or checksum(payload) != recorded:
         raise error(message(source, "checksum", "contents that do not match it",
-                            f"the recorded {echo(recorded)}: the file is corrupt (bytes changed since it was "
-                            f"written); restore it from a backup or {resave}"))
+                            f"the recorded checksum: the file is corrupt (changed since it was written); "
+                            f"restore it from a backup or {resave}"))
 
 
 # ---- declarative schemas over dataclasses ----------------------------------------------------------

@@ -146,5 +146,11 @@ def test_incomplete_or_foreign_state_dicts_are_rejected(reference, tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_ofa_checkpoint(tmp_path / "missing.pth", "mbv3-w1.0")
     (tmp_path / "junk.pth").write_text("not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read"):
+    with pytest.raises(CheckpointError, match="got a corrupt, truncated or non-torch file .*, expected an OFA checkpoint"):
         load_ofa_checkpoint(tmp_path / "junk.pth", "mbv3-w1.0")
+    import argparse
+
+    torch.save({"state_dict": {}, "payload": argparse.Namespace(run="code")}, tmp_path / "pickled.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_ofa_checkpoint(tmp_path / "pickled.pth", "mbv3-w1.0")
+    assert "can run code" in str(err.value) and "weights_only" not in str(err.value)

@@ -141,3 +141,41 @@ def test_ranks_share_the_work(tiny, tmp_path):
     assert set(read_measurements(log, net.space)) == {str(a) for a in archs}
     header = json.loads((tmp_path / "m.jsonl.rank1").read_text().splitlines()[0])
     assert header["space_hash"] == net.space.hash
+
+
+def test_corrupt_tampered_and_pre_checksum_predictors(tmp_path, caplog):
+    import torch
+
+    space = load_space("mbv3-tiny")
+    genomes = sample_genomes(space, np.random.default_rng(1), 20)
+    predictor, _ = train_predictor(space, genomes, proxy_accuracy(space, genomes), epochs=1)
+    path = predictor.save(tmp_path / "p.pt")
+    blob = bytearray(path.read_bytes())
+    mid = len(blob) // 2
+    blob[mid:mid + 2048] = bytes(b ^ 0xFF for b in blob[mid:mid + 2048])
+    (tmp_path / "flipped.pt").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        AccuracyPredictor.load(tmp_path / "flipped.pt", space)
+    data = torch.load(path, weights_only=True)
+    data["state_dict"]["0.weight"][0, 0] += 1.0
+    torch.save(data, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match=r"key 'checksum': got contents that do not match it"):
+        AccuracyPredictor.load(tmp_path / "tampered.pt", space)
+    data = torch.load(path, weights_only=True)
+    del data["checksum"]
+    torch.save(data, tmp_path / "old.pt")
+    with caplog.at_level("WARNING", logger="edgenas"):
+        AccuracyPredictor.load(tmp_path / "old.pt", space)
+    assert "has no checksum" in caplog.text and "edgenas predictor build" in caplog.text
+    for change, words in ((lambda d: d.pop("hidden"), "key 'hidden': got nothing (the key is missing)"),
+                          (lambda d: d.update(hidden=[400, -1]), "key 'hidden.1': got -1"),
+                          (lambda d: d.update(state_dict=[1]), "key 'state_dict': got a list [1]"),
+                          (lambda d: d.update(report={"rmse": float("nan")}), "key 'report.rmse': got NaN"),
+                          (lambda d: d.update(space={"name": "x"}), "key 'space.units': got nothing")):
+        data = torch.load(path, weights_only=True)
+        change(data)
+        data["checksum"] = __import__("edgenas.validate", fromlist=["checksum"]).checksum(data)
+        torch.save(data, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError) as err:
+            AccuracyPredictor.load(tmp_path / "bad.pt", space)
+        assert str(err.value).startswith(str(tmp_path / "bad.pt")) and words in str(err.value), str(err.value)

@@ -210,3 +210,48 @@ def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(tmp_path, si
         ("full", 1), ("kernel", 1), ("kernel", 2)]
     ref_log = [json.loads(x) for x in (tmp_path / "b" / "train_log.jsonl").read_text().splitlines()]
     assert [r["loss"] for r in log if r["event"] == "epoch"] == pytest.approx([r["loss"] for r in ref_log if r["event"] == "epoch"])
+
+
+def test_checkpoints_carry_a_checksum_checked_on_load(run, tmp_path, caplog):
+    from edgenas.validate import checksum
+
+    out, _, _, _ = run
+    data = torch.load(out / "supernet.pt", weights_only=True)
+    assert data["checksum"] == checksum(data)
+    blob = bytearray((out / "supernet.pt").read_bytes())
+    mid = len(blob) // 2
+    blob[mid:mid + 4096] = bytes(b ^ 0x5A for b in blob[mid:mid + 4096])  # a few KB flipped in the middle
+    (tmp_path / "flipped.pt").write_bytes(bytes(blob))
+    with pytest.raises(CheckpointError, match="corrupt"):
+        load_supernet(tmp_path / "flipped.pt")
+    tampered = dict(data, model={k: v.clone() for k, v in data["model"].items()})
+    first = next(k for k, v in tampered["model"].items() if v.is_floating_point())
+    weight = tampered["model"][first]
+    weight[(0,) * weight.dim()] += 1.0
+    torch.save(tampered, tmp_path / "tampered.pt")
+    with pytest.raises(CheckpointError, match=r"tampered.pt: key 'checksum': got contents that do not match it") as err:
+        load_supernet(tmp_path / "tampered.pt")
+    assert "weights_only" not in str(err.value)
+    old = {k: v for k, v in data.items() if k != "checksum"}  # written before checksums existed
+    torch.save(old, tmp_path / "old.pt")
+    with caplog.at_level("WARNING", logger="edgenas"):
+        load_supernet(tmp_path / "old.pt")
+    assert "has no checksum" in caplog.text
+    for change, words in ((lambda d: d.pop("progress"), "key 'progress': got nothing (the key is missing)"),
+                          (lambda d: d.update(model=[1]), "key 'model': got a list [1]"),
+                          (lambda d: d.update(kind="weights"), "key 'kind': got 'weights'"),
+                          (lambda d: d["config"]["train"].update(lr=1), "key 'train.lr': got an unknown key"),
+                          (lambda d: d["space"].update(depths=[2, 2]), "key 'space.depths': got a list [2, 2]")):
+        bad = torch.load(out / "supernet.pt", weights_only=True)
+        change(bad)
+        bad["checksum"] = checksum(bad)
+        torch.save(bad, tmp_path / "bad.pt")
+        with pytest.raises(CheckpointError) as err:
+            load_supernet(tmp_path / "bad.pt")
+        assert str(err.value).startswith(str(tmp_path / "bad.pt")) and words in str(err.value), str(err.value)
+    import argparse
+
+    torch.save({**data, "extra": argparse.Namespace(x=1)}, tmp_path / "pickled.pt")
+    with pytest.raises(CheckpointError, match="can run code") as err:
+        load_supernet(tmp_path / "pickled.pt")
+    assert "weights_only" not in str(err.value)

@@ -11,7 +11,7 @@ the space hash; loading it for another space is a `CheckpointError`.
 """
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -21,6 +21,7 @@ from torch import nn
 
 from edgenas.errors import CheckpointError
 from edgenas.io import atomic_torch_save
+from edgenas.validate import Invalid, build, echo, load_torch, message, spec, value_of, verify_checksum, with_checksum
 from edgenas.search.objectives import ArchBatch
 from edgenas.space import Arch, SearchSpace, encode, features, genome_of
 
@@ -32,11 +33,12 @@ FORMAT_VERSION = 1
 class PredictorReport:
     """How well the predictor does on architectures it was not trained on."""
 
-    rmse: float  # root mean squared error, percentage points
-    spearman: float  # rank correlation between predicted and measured accuracy
-    n_train: int
-    n_test: int
-    mean_accuracy: float  # of the training targets, %
+    rmse: float = field(metadata=spec(min=0))  # root mean squared error, percentage points
+    # rank correlation between predicted and measured accuracy (NaN with fewer than 2 test points)
+    spearman: float = field(metadata=spec(min=-1, max=1, finite=False))
+    n_train: int = field(metadata=spec(min=0))
+    n_test: int = field(metadata=spec(min=0))
+    mean_accuracy: float = field(metadata=spec(min=0, max=100))  # of the training targets, %
 
 
 class AccuracyPredictor:
@@ -107,7 +109,7 @@ class AccuracyPredictor:
 
     # ---- files ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
-        return atomic_torch_save(path, {
+        return atomic_torch_save(path, with_checksum({
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "space": self.space.to_dict(),
@@ -115,7 +117,7 @@ class AccuracyPredictor:
             "hidden": list(self.hidden),
             "state_dict": self.model.state_dict(),
             "report": asdict(self.report) if self.report else None,
-        })
+        }))
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace | None = None) -> "AccuracyPredictor":
@@ -123,24 +125,40 @@ class AccuracyPredictor:
         path = Path(path)
         if not path.is_file():
             raise CheckpointError(f"accuracy predictor {path} not found: build one with `edgenas predictor build CKPT`")
-        try:
-            data = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise CheckpointError(f"{path} is not a readable accuracy predictor file ({type(exc).__name__})") from exc
+        data = load_torch(path, "edgenas accuracy predictor")
+        src = str(path)
         if not isinstance(data, dict) or data.get("format") != FORMAT:
-            raise CheckpointError(f"{path} is not an edgenas accuracy predictor file")
+            raise CheckpointError(message(src, "format", echo(data.get("format")) if isinstance(data, dict) else echo(data),
+                                          f"'{FORMAT}': it is not an edgenas accuracy predictor"))
         if data.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{path} has predictor format version {data.get('format_version')}; this edgenas "
-                                  f"reads version {FORMAT_VERSION}: rebuild it with `edgenas predictor build`")
-        own = SearchSpace.from_dict(data["space"], source=str(path))
+            raise CheckpointError(message(src, "format_version", echo(data.get("format_version")),
+                                          f"{FORMAT_VERSION}: rebuild it with `edgenas predictor build`"))
+        verify_checksum(data, src, "rebuild it with `edgenas predictor build`")
+        for key, tp, want in (("space", dict, "a mapping"), ("space_hash", str, "a string"),
+                              ("hidden", list, "a list of layer widths"), ("state_dict", dict, "a mapping of tensors")):
+            if not isinstance(data.get(key), tp):
+                got = "nothing (the key is missing)" if key not in data else echo(data[key])
+                raise CheckpointError(message(src, key, got, f"{want}: the predictor file is damaged"))
+        try:
+            hidden = value_of(list[int], data["hidden"], "hidden", {"min_len": 1, "max_len": 16, "each": {"min": 1, "max": 65536}})
+        except Invalid as exc:
+            raise exc.at(src, CheckpointError) from None
+        report = data.get("report")
+        if report is not None:
+            report = build(PredictorReport, report, src, path="report", error=CheckpointError)
+        own = build(SearchSpace, data["space"], src, path="space", error=CheckpointError)
         if space is not None and data["space_hash"] != space.hash:
             raise CheckpointError(
                 f"predictor {path} was built for space {own.name} (hash {data['space_hash']}), not {space.name} "
                 f"(hash {space.hash}); rebuild it for this supernet with `edgenas predictor build CKPT`"
             )
-        predictor = cls(space or own, data["hidden"])
-        predictor.model.load_state_dict(data["state_dict"])
-        predictor.report = PredictorReport(**data["report"]) if data.get("report") else None
+        predictor = cls(space or own, hidden)
+        try:
+            predictor.model.load_state_dict(data["state_dict"])
+        except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
+            raise CheckpointError(message(src, "state_dict", f"weights that do not fit ({str(exc).splitlines()[0][:80]})",
+                                          "an MLP of the recorded widths: the predictor file is damaged")) from None
+        predictor.report = report
         return predictor
 
 

@@ -19,6 +19,7 @@ from typing import Mapping
 import torch
 
 from edgenas.errors import CheckpointError
+from edgenas.validate import load_torch
 from edgenas.space import SearchSpace, load_space
 from edgenas.supernet.supernet import Supernet
 
@@ -132,14 +133,10 @@ def load_ofa_checkpoint(path: str | Path, space: SearchSpace | str) -> Supernet:
     """A `Supernet` of `space` with the weights of an OFA-MobileNetV3 checkpoint file, e.g. OFA's
     published `ofa_mbv3_d234_e346_k357_w1.0` into `mbv3-w1.0` (w1.2 into `mbv3-w1.2`)."""
     path = Path(path).expanduser()
-    if not path.is_file():
+    if not path.is_file() and not path.is_dir():
         raise CheckpointError(f"OFA checkpoint not found: {path}")
-    try:
-        # weights_only: a checkpoint from the internet must not run code while it is read
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"cannot read OFA checkpoint {path} as a torch file of tensors: {reason}") from exc
+    # weights_only: a checkpoint from the internet must not run code while it is read
+    checkpoint = load_torch(path, "OFA checkpoint (a torch file of tensors)")
     net = Supernet(space)
     net.load_state_dict(_convert(checkpoint, net.space, net.state_dict()))
     return net

@@ -23,6 +23,7 @@ from edgenas import __version__
 from edgenas.data import DataConfig
 from edgenas.errors import CheckpointError, ConfigError
 from edgenas.io import atomic_torch_save
+from edgenas.validate import build, echo, load_torch, message, verify_checksum, with_checksum
 from edgenas.space import SearchSpace, load_space
 from edgenas.supernet import Supernet
 from edgenas.train.config import TrainConfig
@@ -75,7 +76,12 @@ def payload(kind: str, config: TrainConfig, space: SearchSpace, model: torch.nn.
 
 
 def save(path: str | Path, data: dict[str, Any]) -> Path:
-    return atomic_torch_save(path, data)
+    """Write atomically, with a checksum of every tensor and value (checked by `read`)."""
+    return atomic_torch_save(path, with_checksum(data))
+
+
+RESAVE = "train it again"
+_KINDS = ("checkpoint", "supernet")
 
 
 def read(path: str | Path) -> tuple[dict[str, Any], CheckpointInfo]:
@@ -88,24 +94,37 @@ def read(path: str | Path) -> tuple[dict[str, Any], CheckpointInfo]:
                 break
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}: give a run directory or its supernet.pt / checkpoint.pt")
-    try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # truncated zip, bad pickle, not a torch file at all ...
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"{path} is not a readable checkpoint (corrupt or truncated file: {reason[:200]})") from None
+    data = load_torch(path, "edgenas checkpoint")
     if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not an edgenas checkpoint (it has no '{FORMAT}' format marker)")
-    if data.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(f"{path} was written by a newer edgenas ({data.get('edgenas_version')}); upgrade edgenas to read it")
+        raise CheckpointError(message(str(path), "format", echo(data.get("format")) if isinstance(data, dict) else echo(data),
+                                      f"'{FORMAT}': it is not an edgenas checkpoint"))
+    version = data.get("format_version", 0)
+    if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(message(str(path), "format_version", echo(version),
+                                      f"at most {FORMAT_VERSION}: it was written by a newer edgenas "
+                                      f"({echo(data.get('edgenas_version'))}); upgrade edgenas to read it"))
+    verify_checksum(data, str(path), RESAVE)
+    for key, tp in (("kind", str), ("config", dict), ("space", dict), ("model", dict), ("progress", dict),
+                    ("metrics", dict), ("edgenas_version", str), ("space_hash", str)):
+        if not isinstance(data.get(key), tp):
+            got = "nothing (the key is missing)" if key not in data else echo(data[key])
+            raise CheckpointError(message(str(path), key, got, f"{'a string' if tp is str else 'a mapping'}: "
+                                          "the checkpoint is damaged"))
+    if data["kind"] not in _KINDS:
+        raise CheckpointError(message(str(path), "kind", echo(data["kind"]), "checkpoint or supernet"))
+    bad = next((k for k, v in data["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
+    if bad is not None:
+        raise CheckpointError(message(str(path), f"model.{echo(bad)[1:-1]}", echo(data["model"][bad]),
+                                      "a tensor: the checkpoint is damaged"))
+    space = build(SearchSpace, data["space"], str(path), path="space", error=CheckpointError)
     try:
-        space = SearchSpace.from_dict(data["space"], source=str(path))
         config = TrainConfig.from_dict(data["config"], source=f"{path} (config)")
-        info = CheckpointInfo(path, data["kind"], config, space, data["edgenas_version"], data["progress"], data["metrics"])
-        _ = data["model"]
-    except (KeyError, TypeError, ConfigError) as exc:
-        raise CheckpointError(f"{path} is a damaged edgenas checkpoint ({exc})") from None
+    except ConfigError as exc:
+        raise CheckpointError(str(exc)) from None
+    info = CheckpointInfo(path, data["kind"], config, space, data["edgenas_version"], data["progress"], data["metrics"])
     if space.hash != data.get("space_hash"):
-        raise CheckpointError(f"{path} is damaged: its space does not match its recorded space hash {data.get('space_hash')}")
+        raise CheckpointError(message(str(path), "space_hash", echo(data.get("space_hash")),
+                                      f"{space.hash}, the hash of its space: the checkpoint is damaged"))
     return data, info
 
 
