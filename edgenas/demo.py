@@ -71,7 +71,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     from edgenas.latency.table import LatencyTable
     from edgenas.search import Constraint, cost_metric, latency_metric, metric_range, predictor_metric, search
     from edgenas.search.measure import build_predictor
-    from edgenas.search.predictor import AccuracyPredictor
+    from edgenas.search.predictor import AccuracyPredictor, default_predictor_path
     from edgenas.space import Arch, arch_cost
     from edgenas.train.bn import recalibrate_bn
     from edgenas.train.checkpoint import load_supernet
@@ -102,7 +102,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     step("train")
 
     # 2. Accuracy predictor (its measurements are appended as they come, so it resumes too).
-    predictor_path = out / "predictor.pt"
+    # Where `edgenas search --supernet OUT/train` looks for it by default, so the demo's files chain
+    # into `edgenas search` and `edgenas export` with no --predictor flag.
+    predictor_path = default_predictor_path(train_dir)
     if predictor_path.exists():
         predictor = AccuracyPredictor.load(predictor_path, space)
     else:
@@ -224,6 +226,6 @@ def write_report(r: DemoResult, train_dir: Path, out: Path) -> Path:
         if path.exists():
             lines += [f"## {title}", "", f"![{title}]({path.relative_to(out)})", ""]
     lines += ["## Files", "", "- `train/`: checkpoints, `train_log.jsonl`, the trained `supernet.pt`",
-              "- `predictor.pt`: the accuracy predictor", "- `latency_table.yaml`: this CPU's latency table",
+              "- `train/supernet.predictor.pt`: the accuracy predictor", "- `latency_table.yaml`: this CPU's latency table",
               "- `search.json`: the best subnets found", "- `export/`: the model files and their model card `model.json`"]
     return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

@@ -19,7 +19,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
     assert summary["within_budget"] is True
     assert summary["measured_ms"]["onnx"] <= summary["budget_ms"]
     assert summary["accuracy"]["onnx"] is not None
-    for name in ("train/supernet.pt", "predictor.pt", "latency_table.yaml", "search.json", "search.png",
+    for name in ("train/supernet.pt", "train/supernet.predictor.pt", "latency_table.yaml", "search.json", "search.png",
                  "export/model.onnx", "export/model.json", "report.md"):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
