@@ -252,6 +252,20 @@ def test_idx_bad_gzip_and_label_count(tmp_path):
     assert "must hold non-negative integer labels" in _idx_error(tmp_path / "b")
 
 
+def test_idx_path_that_is_a_file_and_huge_or_bombed_files(tmp_path):
+    (tmp_path / "file").write_bytes(b"x")
+    msg = _idx_error(tmp_path / "file")
+    assert "got a file, expected the directory holding the IDX files" in msg and "does not exist" not in msg
+    _write_idx(tmp_path / "big", gz=False)
+    # A header declaring 2**32-1 x 2**32-1 x 2**32-1 values (np.prod would wrap around to a small number).
+    (tmp_path / "big" / "train-images-idx3-ubyte").write_bytes(bytes([0, 0, 8, 3]) + b"\xff" * 12 + b"\0" * 16)
+    assert "is a corrupt IDX file" in _idx_error(tmp_path / "big")
+    _write_idx(tmp_path / "gz", gz=True)
+    data = gzip.compress(_idx_bytes(np.zeros((40, 6, 6), np.uint8), 0x08))
+    (tmp_path / "gz" / "train-images-idx3-ubyte.gz").write_bytes(data[: len(data) // 2])
+    assert "truncated gzip" in _idx_error(tmp_path / "gz")
+
+
 def test_too_few_class_names(tmp_path):
     _write_idx(tmp_path, gz=False)
     with pytest.raises(DataError, match="labels of idx go up to 9, but there are only 2 class names"):
@@ -398,10 +412,17 @@ def test_cifar10_errors(tmp_path):
     assert "lacks data_batch_4" in error(tmp_path / "a")
     _write_cifar(tmp_path / "b")
     (tmp_path / "b" / "test_batch").write_bytes(b"plain text")
-    assert "test_batch is not a CIFAR-10 python batch" in error(tmp_path / "b")
+    assert "test_batch: got a corrupt or truncated pickle" in error(tmp_path / "b")
     _write_cifar(tmp_path / "c")
     (tmp_path / "c" / "data_batch_2").write_bytes(pickle.dumps({b"data": _Exploit(), b"labels": []}))
     assert "refusing to load builtins.print" in error(tmp_path / "c")
     _write_cifar(tmp_path / "d")
     (tmp_path / "d" / "data_batch_3").write_bytes(pickle.dumps({b"data": np.zeros((2, 100), np.uint8), b"labels": [0, 1]}))
     assert "must hold uint8 data [N, 3072]" in error(tmp_path / "d")
+    import struct
+
+    for opcode in (b"\x8e", b"\x96"):  # BINBYTES8, BYTEARRAY8 declaring 2**62 bytes: a MemoryError before
+        (tmp_path / "d" / "data_batch_3").write_bytes(b"\x80\x04" + opcode + struct.pack("<Q", 2**62) + b"abc.")
+        assert "data_batch_3: got a corrupt or truncated pickle" in error(tmp_path / "d")
+    (tmp_path / "d" / "data_batch_3").write_bytes(pickle.dumps([1, 2]))
+    assert "got a pickled list, expected a CIFAR-10 python batch" in error(tmp_path / "d")

@@ -6,7 +6,9 @@ numpy classes these files need, so a hostile file cannot run code.
 """
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from edgenas.data.config import DataConfig
 from edgenas.data.sources import Source
 from edgenas.data.splits import Pool
 from edgenas.errors import DataError
+from edgenas.validate import read_bytes
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCH = "test_batch"
@@ -38,15 +41,30 @@ class _NumpyOnlyUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 
+MAX_BATCH_BYTES = 1 << 30  # a CIFAR-10 batch is 31 MB
+
+
 def read_batch(path: Path) -> dict:
-    """Unpickle one batch file (keys stay bytes, as the files were written by Python 2)."""
+    """Unpickle one batch file (keys stay bytes, as the files were written by Python 2).
+
+    The file is read whole (at most MAX_BATCH_BYTES), its opcodes are scanned without building
+    anything (so a pickle that declares a 2**62-byte object is an error, not a MemoryError), and
+    only numpy's array classes may be loaded."""
+    data = read_bytes(path, "CIFAR-10 python batch (a pickled dict)", MAX_BATCH_BYTES, error=DataError)
     try:
-        with path.open("rb") as f:
-            obj = _NumpyOnlyUnpickler(f, encoding="bytes").load()
-    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError) as exc:
-        raise DataError(f"{path} is not a CIFAR-10 python batch (a pickled dict): {exc}") from exc
+        for _ in pickletools.genops(io.BytesIO(data)):
+            pass
+    except Exception as exc:  # pickletools reports declared lengths beyond the data as ValueError
+        raise DataError(f"{path}: got a corrupt or truncated pickle ({str(exc)[:80]}), "
+                        f"expected a CIFAR-10 python batch") from None
+    try:
+        obj = _NumpyOnlyUnpickler(io.BytesIO(data), encoding="bytes").load()
+    except (OSError, EOFError, pickle.UnpicklingError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError, OverflowError, MemoryError, RecursionError) as exc:
+        raise DataError(f"{path}: got a pickle that is not a CIFAR-10 python batch ({type(exc).__name__}: "
+                        f"{str(exc)[:80]})") from None
     if not isinstance(obj, dict):
-        raise DataError(f"{path} is not a CIFAR-10 python batch: it holds a {type(obj).__name__}, not a dict")
+        raise DataError(f"{path}: got a pickled {type(obj).__name__}, expected a CIFAR-10 python batch (a dict)")
     return obj
 
 

@@ -5,7 +5,7 @@ dimension, then the values in C order, big-endian. Images are [N, H, W] uint8; l
 """
 from __future__ import annotations
 
-import gzip
+import math
 import zlib
 from pathlib import Path
 
@@ -15,6 +15,7 @@ from edgenas.data.config import DataConfig
 from edgenas.data.sources import Source
 from edgenas.data.splits import Pool
 from edgenas.errors import DataError
+from edgenas.validate import read_bytes
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -39,24 +40,37 @@ def parse_idx(data: bytes, where: str) -> np.ndarray:
         raise DataError(f"{where} is a corrupt IDX file: its header declares {ndim} dimensions but is cut short")
     dims = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(DTYPES[data[2]])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
+    expected = header + math.prod(dims) * dtype.itemsize  # Python ints: np.prod would wrap around
     if len(data) != expected:
         raise DataError(f"{where} is a corrupt IDX file: dimensions {dims} need {expected} bytes but it has {len(data)}")
     # A native-byte-order, writable copy (the buffer view is read-only and big-endian).
     return np.frombuffer(data, dtype=dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
 
 
+MAX_IDX_BYTES = 4 << 30  # after gunzipping; the MNIST training images are 47 MB
+
+
 def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file, gunzipping it when its name ends in .gz."""
-    try:
-        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    except (OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from exc
+    """Read one IDX file, gunzipping it when its name ends in .gz (at most MAX_IDX_BYTES either way)."""
+    data = read_bytes(path, "IDX file", MAX_IDX_BYTES, error=DataError)
+    if path.suffix == ".gz":
+        try:
+            inflate = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            out = inflate.decompress(data, MAX_IDX_BYTES + 1)
+        except zlib.error as exc:
+            raise DataError(f"cannot read {path}: got a corrupt gzip file ({exc}), expected a gzipped IDX file") from None
+        if len(out) > MAX_IDX_BYTES:
+            raise DataError(f"cannot read {path}: got more than {MAX_IDX_BYTES} bytes once gunzipped, expected an IDX file")
+        if not inflate.eof:
+            raise DataError(f"cannot read {path}: got a truncated gzip file, expected a gzipped IDX file")
+        data = out
     return parse_idx(data, str(path))
 
 
 def find_files(root: Path) -> dict[str, Path]:
     """The four IDX files in `root` (plain preferred over .gz), or a DataError saying which are missing."""
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: got a file, expected the directory holding the IDX files {HINT}")
     if not root.is_dir():
         raise DataError(f"IDX dataset directory {root} does not exist {HINT}")
     found: dict[str, Path] = {}

@@ -67,6 +67,8 @@ def _scan(folder: Path, classes: list[str]) -> Pool:
 def load(cfg: DataConfig) -> Source:
     _pil()  # fail early, before scanning, when Pillow is missing
     root = Path(cfg.path).expanduser()
+    if root.exists() and not root.is_dir():
+        raise DataError(f"{root}: got a file, expected an image folder: {LAYOUT}")
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist: expected {LAYOUT}")
     has_splits = (root / "train").is_dir()
