@@ -17,7 +17,7 @@ pytest.importorskip("onnxruntime")
 from conftest import require_or_skip  # noqa: E402
 from edgenas.cli import main as cli_main  # noqa: E402
 from edgenas.data import load_dataset  # noqa: E402
-from edgenas.errors import MissingDependencyError  # noqa: E402
+from edgenas.errors import EdgeNASError, MissingDependencyError  # noqa: E402
 from edgenas.export import (  # noqa: E402
     ExportMetadata, OnnxRunner, ParityError, TFLiteRunner, export_subnet, load_card, read_metadata,
 )
@@ -140,6 +140,26 @@ def test_model_card_contents_and_hashes(tmp_path, trained, arch, digits):
     assert entry["valid"] is True and card["valid"] is True and entry["error"] is None
     assert entry["input"]["layout"] == "NCHW" and entry["input"]["shape"] == ["batch", 3, 24, 24]
     assert not list(tmp_path.glob(".*.tmp"))  # atomic writes leave no temporary files
+    # A card that is damaged where its readers look is an error naming the file and key.
+    bad_cases = [
+        (lambda c: c.update(format="x"), "key 'format': got 'x', expected 'edgenas-model-card'"),
+        (lambda c: c.update(format_version=99), "key 'format_version': got 99, expected at most 1"),
+        (lambda c: c.pop("arch"), "key 'arch': got null, expected a string"),
+        (lambda c: c["files"]["onnx"].update(file="../../etc/passwd"), "key 'files.onnx.file': got '../../etc/passwd'"),
+        (lambda c: c["latency"].update(budget_ms=-1), "key 'latency.budget_ms': got -1"),
+        (lambda c: c["latency"]["predicted_ms"].update(x=float("nan")), "key 'latency.predicted_ms.x': got NaN"),
+        (lambda c: c.update(files=[1]), "key 'files': got a list [1], expected a mapping"),
+    ]
+    for change, words in bad_cases:
+        bad = json.loads((tmp_path / "model.json").read_text())
+        change(bad)
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(EdgeNASError) as err:
+            load_card(tmp_path / "bad.json")
+        assert str(err.value).startswith(str(tmp_path / "bad.json")) and words in str(err.value), str(err.value)
+    (tmp_path / "bad.json").write_bytes(b'{"format": "edgenas-model-card", "format": 1}')
+    with pytest.raises(EdgeNASError, match="got key 'format' twice"):
+        load_card(tmp_path / "bad.json")
 
 
 def test_parity_error_is_typed_and_the_file_is_kept_invalid(tmp_path, trained, digits):

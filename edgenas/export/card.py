@@ -17,12 +17,12 @@
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from edgenas.errors import EdgeNASError
 from edgenas.io import atomic_write_json
+from edgenas.validate import Invalid, echo, message, read_json, value_of
 
 CARD_FORMAT = "edgenas-model-card"
 CARD_VERSION = 1
@@ -42,13 +42,45 @@ def write_card(path: str | Path, card: dict[str, Any]) -> Path:
 
 
 def load_card(path: str | Path) -> dict[str, Any]:
+    """Read and check a model card (a directory means its model.json); an EdgeNASError in the
+    validator's style names the file and key of anything a reader of the card relies on."""
     path = Path(path)
     if path.is_dir():
         path = path / CARD_NAME
-    try:
-        card = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise EdgeNASError(f"cannot read the model card {path}: {exc}") from None
-    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
-        raise EdgeNASError(f"{path} is not an edgenas model card (no \"format\": \"{CARD_FORMAT}\")")
+    card = read_json(path, "edgenas model card (model.json)", max_bytes=16 << 20, allow_nan=True, error=EdgeNASError)
+    check_card(card, str(path))
     return card
+
+
+_MS = {"min": 0.0, "max": 1e9}
+
+
+def check_card(card: Any, source: str) -> None:
+    """The keys that `measure_exports` and deployments read: format, version, arch, space, input,
+    files (each a plain file name beside the card) and latency."""
+    if not isinstance(card, dict) or card.get("format") != CARD_FORMAT:
+        got = echo(card.get("format")) if isinstance(card, dict) else echo(card)
+        raise EdgeNASError(message(source, "format", got, f"'{CARD_FORMAT}': it is not an edgenas model card"))
+    try:
+        version = value_of(int, card.get("format_version"), "format_version", {"min": 1})
+        if version > CARD_VERSION:
+            raise Invalid("format_version", version, f"at most {CARD_VERSION}: upgrade edgenas to read this card")
+        value_of(str, card.get("arch"), "arch", {"min_len": 1, "max_len": 4000})
+        space = value_of(dict, card.get("space"), "space")
+        value_of(str, space.get("name"), "space.name", {"min_len": 1, "max_len": 200})
+        value_of(Optional[str], space.get("hash"), "space.hash", {"max_len": 64})
+        files = value_of(dict, card.get("files", {}), "files")
+        for fmt, entry in files.items():
+            entry = value_of(dict, entry, f"files.{fmt}")
+            name = value_of(Optional[str], entry.get("file"), f"files.{fmt}.file", {"max_len": 255})
+            if name is not None and (name in ("", ".", "..") or "/" in name or "\\" in name or "\0" in name):
+                raise Invalid(f"files.{fmt}.file", name, "a file name beside the card (no directories)")
+        latency = value_of(dict, card.get("latency") or {}, "latency")
+        value_of(Optional[float], latency.get("budget_ms"), "latency.budget_ms", {"gt": 0.0, "max": 1e9})
+        for key in ("predicted_ms", "tables"):
+            value_of(dict, latency.get(key) or {}, f"latency.{key}")
+        for name, ms in (latency.get("predicted_ms") or {}).items():
+            value_of(float, ms, f"latency.predicted_ms.{name}", _MS)
+        value_of(list, latency.get("measured") or [], "latency.measured")
+    except Invalid as exc:
+        raise exc.at(source, EdgeNASError) from None
