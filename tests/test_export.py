@@ -320,6 +320,36 @@ def test_tflite_fp32_parity_and_int8_agreement(tmp_path, trained, digits):
     assert set(quant["output"]["quantization"]) == {"scale", "zero_point"}
 
 
+def test_onnx_int8_is_static_qdq_with_per_channel_weights_and_keeps_accuracy(tmp_path, trained, digits):
+    import onnx
+    from onnx import numpy_helper
+
+    images, labels = digits.test.tensors()
+    calib = digits.sample_images("train", 256, torch.Generator().manual_seed(1))
+    report = export_subnet(trained, "onnx,onnx-int8", tmp_path, calib, (images, labels), _meta(digits))
+    int8 = report.results["onnx-int8"]
+    model = onnx.load(tmp_path / "model_int8.onnx")
+    ops = [n.op_type for n in model.graph.node]
+    assert ops.count("QuantizeLinear") > 10 and ops.count("DequantizeLinear") > ops.count("Conv")
+    # Every conv weight is int8 with one scale per output channel.
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq_of = {n.output[0]: n for n in model.graph.node if n.op_type == "DequantizeLinear"}
+    convs = [n for n in model.graph.node if n.op_type == "Conv"]
+    for conv in convs:
+        dq = dq_of[conv.input[1]]
+        weight, scale = inits[dq.input[0]], inits[dq.input[1]]
+        assert weight.dtype == np.int8 and scale.shape == (weight.shape[0],)
+    # Accuracy as the runtime computes it on the whole test split.
+    with torch.no_grad():
+        ref = trained(resize(images, 24)).numpy()
+    got = OnnxRunner(tmp_path / "model_int8.onnx")(resize(images, 24))
+    agreement = float(np.mean(got.argmax(1) == ref.argmax(1)))
+    assert agreement >= 0.98 and int8.valid and int8.agreement == pytest.approx(agreement)
+    card = load_card(tmp_path)
+    assert card["files"]["onnx-int8"]["file"] == "model_int8.onnx" and card["accuracy"]["int8"] == int8.accuracy
+    assert read_metadata(tmp_path / "model_int8.onnx")["arch"] == read_metadata(tmp_path / "model.onnx")["arch"]
+
+
 def test_cli_refuses_a_profile_that_cannot_run_the_formats_before_exporting(tmp_path, checkpoint, arch, capsys):
     profile = tmp_path / "tflite-box.yaml"
     profile.write_text("name: tflite-box\ntransport: local\nruntime: tflite\n")

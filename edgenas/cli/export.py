@@ -59,6 +59,7 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.data import load_dataset
     from edgenas.errors import EdgeNASError
     from edgenas.export import ExportMetadata, check_dependencies, export_subnet, measure_exports, parse_formats
+    from edgenas.export.formats import FORMATS as FORMATS_BY_NAME
     from edgenas.space import Arch
     from edgenas.train.bn import recalibrate_bn
 
@@ -100,7 +101,8 @@ def run(args: argparse.Namespace) -> int:
     net = supernet.materialize(arch).eval()
     log.info("exporting %s (%s) from %s", arch, space.name, args.supernet)
     recalibrate_bn(net, data.sample_images("train", args.bn_images, gen))
-    calib = data.sample_images("train", args.calib_images, gen) if "tflite-int8" in formats else None
+    calib = (data.sample_images("train", args.calib_images, gen)
+             if any(FORMATS_BY_NAME[f].needs_calibration for f in formats) else None)
     test = _first(data.test, args.eval_images)
     meta = ExportMetadata(
         dataset=data.name, class_names=data.class_names, mean=data.mean, std=data.std, space=space,

@@ -158,10 +158,10 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
 def check_dependencies(formats: Iterable[str]) -> None:
     """Raise MissingDependencyError before any work if a requested format cannot be produced or checked."""
     formats = list(formats)
-    if "onnx" in formats:
+    if any(_FORMATS[f].runtime == "onnxruntime" for f in formats):
         require("onnx", "onnx")
         require("onnxruntime", "onnx")
-    if any(f.startswith("tflite") for f in formats):
+    if any(_FORMATS[f].runtime == "tflite" for f in formats):
         from edgenas.export.tflite_export import interpreter_class, require_litert
 
         require_litert()
@@ -241,12 +241,10 @@ def _torch_logits(net: nn.Module, images: torch.Tensor, batch_size: int = 128) -
 
 def _export_one(fmt, net, path, resolution, calib, onnx_meta, images, reference, labels, ref_accuracy,
                 atol, min_agreement, max_drop_pp, threads) -> FormatResult:
-    from edgenas.export import onnx_export
-
     start = time.perf_counter()
     spec = _FORMATS[fmt]
     try:
-        spec.write(net, resolution, path, calib_images=calib, metadata=onnx_meta if fmt == "onnx" else None)
+        spec.write(net, resolution, path, calib_images=calib, metadata=onnx_meta if spec.runtime == "onnxruntime" else None)
         runner = spec.runner(path, threads)
     except MissingDependencyError:
         raise
@@ -256,15 +254,8 @@ def _export_one(fmt, net, path, resolution, calib, onnx_meta, images, reference,
                             exception=exc, seconds=time.perf_counter() - start)
     result = FormatResult(fmt, path, seconds=time.perf_counter() - start, sha256=sha256_file(path),
                           bytes=path.stat().st_size, images=len(images))
-    if fmt == "onnx":
-        result.layout = "NCHW"
-        result.io = {"input": {"name": onnx_export.INPUT_NAME, "shape": ["batch", 3, resolution, resolution],
-                               "dtype": "float32", "layout": "NCHW"},
-                     "output": {"name": onnx_export.OUTPUT_NAME, "shape": ["batch", int(reference.shape[1])],
-                                "dtype": "float32"}}
-    else:
-        result.layout = runner.layout
-        result.io = runner.io_details()
+    result.layout = runner.layout
+    result.io = runner.io_details()
     try:
         output = runner(images)
         if labels is not None and output.shape == reference.shape:

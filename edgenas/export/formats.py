@@ -51,16 +51,18 @@ class Format:
         if height != width:
             raise ValueError(f"{self.name} export takes square inputs, got {height}x{width}")
         module = deployable(torch.nn.Sequential(net.eval()))  # a container, so a top-level layer is rewritten too
-        if self.name == "onnx":
-            from edgenas.export.onnx_export import export_onnx
+        if self.needs_calibration and (calib_images is None or len(calib_images) == 0):
+            raise EdgeNASError(f"{self.name} needs calibration images (training images, e.g. 256 of them)")
+        if self.runtime == "onnxruntime":
+            from edgenas.export.onnx_export import export_onnx, quantize_onnx
 
-            return export_onnx(module, (channels, height, width), path, metadata)
+            if self.precision == "fp32":
+                return export_onnx(module, (channels, height, width), path, metadata)
+            return quantize_onnx(module, (channels, height, width), calib_images, path, metadata)
         from edgenas.export import tflite_export
 
         if self.precision == "fp32":
             return tflite_export.convert_fp32(module, height, path, channels=channels)
-        if calib_images is None or len(calib_images) == 0:
-            raise EdgeNASError(f"{self.name} needs calibration images (training images, e.g. 256 of them)")
         return tflite_export.convert_int8(module, height, calib_images, path)
 
     def runner(self, path: str | Path, threads: int | None = 1):
@@ -76,6 +78,7 @@ class Format:
 
 FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx", "onnxruntime", "fp32", "model.onnx"),
+    Format("onnx-int8", "onnxruntime", "int8", "model_int8.onnx"),
     Format("tflite", "tflite", "fp32", "model.tflite"),
     Format("tflite-int8", "tflite", "int8", "model_int8.tflite"),
 )}

@@ -51,6 +51,42 @@ def export_onnx(module: nn.Module, input_shape: int | tuple[int, ...], path: str
     return atomic_write(path, lambda f: f.write(model.SerializeToString()))
 
 
+def quantize_onnx(module: nn.Module, input_shape: tuple[int, int, int], calib_images, path: str | Path,
+                  metadata: Mapping[str, Any] | None = None, batch_size: int = 32) -> Path:
+    """A static int8 ONNX file through onnxruntime.quantization: QDQ format, weights per-channel
+    symmetric int8, activations per-tensor asymmetric uint8 with min/max ranges calibrated by
+    running the fp32 graph on `calib_images` (NCHW, normalised, at the input resolution)."""
+    import tempfile
+
+    require("onnx", "onnx")
+    quant = require("onnxruntime.quantization", "onnx")
+    images = np.ascontiguousarray(np.asarray(calib_images, dtype=np.float32))
+
+    class Reader(quant.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{INPUT_NAME: images[i:i + batch_size]} for i in range(0, len(images), batch_size)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    with tempfile.TemporaryDirectory(prefix="edgenas-int8-") as d:
+        fp32, pre, out = Path(d) / "fp32.onnx", Path(d) / "pre.onnx", Path(d) / "int8.onnx"
+        export_onnx(module, input_shape, fp32, metadata)
+        ort = require("onnxruntime", "onnx")
+        ort.set_default_logger_severity(3)  # calibration sessions would print every unused initializer
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quant.quant_pre_process(str(fp32), str(pre))  # shape inference and graph clean-up, as advised
+                quant.quantize_static(str(pre), str(out), Reader(), quant_format=quant.QuantFormat.QDQ,
+                                      per_channel=True, activation_type=quant.QuantType.QUInt8,
+                                      weight_type=quant.QuantType.QInt8, calibrate_method=quant.CalibrationMethod.MinMax)
+        finally:
+            ort.set_default_logger_severity(2)  # onnxruntime's default (it has no getter to restore from)
+        content = out.read_bytes()
+    return atomic_write(path, lambda f: f.write(content))
+
+
 def read_metadata(path: str | Path) -> dict[str, str]:
     """The metadata properties of an ONNX file, as strings."""
     onnx = require("onnx", "onnx")
@@ -68,6 +104,17 @@ class OnnxRunner:
             opts.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         self.input_name = self.session.get_inputs()[0].name
+
+    layout = "NCHW"
+
+    def io_details(self) -> dict:
+        """Name, shape (dynamic dimensions by name) and dtype of the input and the output."""
+        def info(v):
+            return {"name": v.name, "shape": list(v.shape), "dtype": v.type.replace("tensor(", "").rstrip(")")
+                    .replace("float", "float32")}
+
+        i, o = self.session.get_inputs()[0], self.session.get_outputs()[0]
+        return {"input": {**info(i), "layout": "NCHW"}, "output": info(o)}
 
     def __call__(self, images: torch.Tensor | np.ndarray, batch_size: int = 64) -> np.ndarray:
         x = np.ascontiguousarray(np.asarray(images, dtype=np.float32))
