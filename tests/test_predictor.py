@@ -127,6 +127,15 @@ def test_measurement_resumes_after_a_kill(tiny, tmp_path):
 
     with pytest.raises(CheckpointError, match="space hash"):
         read_measurements(log, net.space.replace(resolutions=(32,)))
+    good = log.read_bytes()
+    for line, words in ((b'{"arch": "r32_x"}\n', "key 'accuracy': got null, expected a number from 0 to 100"),
+                        (b'{"arch": "r32_x", "accuracy": NaN}\n', "got NaN, expected finite numbers"),
+                        (b'[1, 2]\n', "got a list [1, 2], expected a JSON object"),
+                        (b'{"arch": 5, "accuracy": 50}\n', "key 'arch': got 5, expected a string")):
+        log.write_bytes(good + line + b'{"arch": "r32_y", "accuracy": 50}\n')
+        with pytest.raises(CheckpointError) as err:
+            read_measurements(log, net.space)
+        assert str(err.value).startswith(f"{log}: line ") and words in str(err.value), str(err.value)
 
 
 def test_ranks_share_the_work(tiny, tmp_path):

@@ -163,3 +163,62 @@ def test_checksum_sees_every_tensor_byte_and_value():
 
 def test_every_problem_is_an_edgenas_error():
     assert issubclass(Invalid, EdgeNASError) and issubclass(ConfigError, EdgeNASError)
+
+
+# ---- every text loader, one set of bad bytes -----------------------------------------------------
+
+def _loaders():
+    from edgenas.device.profile import load_profile
+    from edgenas.export.card import load_card
+    from edgenas.latency.table import LatencyTable
+    from edgenas.space import load_space
+    from edgenas.train.config import load_config
+
+    return {"space": load_space, "config": load_config, "profile": load_profile, "table": LatencyTable.load,
+            "card": load_card}
+
+
+BAD_BYTES = {
+    "latin-1 comment": b"name: x  # caf\xe9\n",
+    "binary": bytes(range(256)) * 4,
+    "torch zip": b"PK\x03\x04\x14\x00\x00\x00\x08\x00" + b"\x00" * 64,
+    "billion laughs": BOMB.encode(),
+    "deep nesting": b"name: " + b"[" * 5000 + b"]" * 5000 + b"\n",
+    "duplicate key": b"name: a\nname: b\n",
+    "huge integer": b"name: " + b"7" * 5000 + b"\n",
+    "a list": b"- 1\n- 2\n",
+    "empty": b"",
+    "yaml tag": b"name: !!python/object/apply:os.system ['true']\n",
+}
+
+
+@pytest.mark.parametrize("kind", ["space", "config", "profile", "table", "card"])
+@pytest.mark.parametrize("case", list(BAD_BYTES))
+def test_every_loader_turns_bad_bytes_into_one_short_error_naming_the_file(tmp_path, kind, case):
+    path = tmp_path / ("model.json" if kind == "card" else "bad.yaml")
+    path.write_bytes(BAD_BYTES[case])
+    loader = _loaders()[kind]
+    start = time.perf_counter()
+    try:
+        loader(path)
+    except EdgeNASError as exc:
+        msg = str(exc)
+        assert str(path) in msg and "\n" not in msg and len(msg) < 300, msg
+        assert "weights_only" not in msg
+    else:  # only an empty training config is valid (it means the defaults)
+        assert kind == "config" and case == "empty"
+    assert time.perf_counter() - start < 10
+    assert path.read_bytes() == BAD_BYTES[case]  # a loader never changes its input
+
+
+@pytest.mark.parametrize("case", ["latin-1 comment", "billion laughs", "deep nesting", "torch zip"])
+def test_cli_reports_bad_files_in_one_line_with_exit_2(tmp_path, capsys, case):
+    from edgenas.cli import main
+
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(BAD_BYTES[case])
+    assert main(["space", "info", str(path)]) == 2
+    assert main(["train", str(path), "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and all(line.startswith("edgenas: error: ") and str(path) in line for line in err), err
+    assert not (tmp_path / "run").exists()

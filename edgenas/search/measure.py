@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from edgenas.errors import CheckpointError
+from edgenas.validate import Invalid, echo, loads_json, message, read_text, value_of
 from edgenas.space import Arch, SearchSpace, genome_of, resolution_indices, sample_genomes
 
 log = logging.getLogger(__name__)
@@ -56,22 +57,28 @@ def read_measurements(path: Path, space: SearchSpace) -> dict[str, float]:
     """{arch string: accuracy} from the log and its shards; a torn last line (a kill mid-write) is skipped."""
     found: dict[str, float] = {}
     for p in shard_paths(path):
-        lines = p.read_text().splitlines()
+        lines = read_text(p, "measurement log (JSON lines)", max_bytes=1 << 30, error=CheckpointError).splitlines()
         for i, line in enumerate(lines):
             try:
-                row = json.loads(line)
-            except json.JSONDecodeError:
+                row = loads_json(line, f"{p}: line {i + 1}", error=CheckpointError)
+            except CheckpointError as exc:
                 if i == len(lines) - 1:
-                    continue
-                raise CheckpointError(f"{p}: line {i + 1} is not JSON; delete the file to measure again")
+                    continue  # a torn last line
+                raise CheckpointError(f"{exc}; delete the file to measure again") from None
+            if not isinstance(row, dict):
+                raise CheckpointError(message(f"{p}: line {i + 1}", None, echo(row), "a JSON object"))
             if "format" in row:
                 if row.get("format") != LOG_FORMAT or row.get("space_hash") != space.hash:
                     raise CheckpointError(
-                        f"{p} holds measurements for space hash {row.get('space_hash')}, not {space.name} "
+                        f"{p} holds measurements for space hash {echo(row.get('space_hash'))}, not {space.name} "
                         f"(hash {space.hash}); use another --measurements file"
                     )
                 continue
-            found[row["arch"]] = float(row["accuracy"])
+            try:
+                arch = value_of(str, row.get("arch"), "arch", {"min_len": 1, "max_len": 4000})
+                found[arch] = value_of(float, row.get("accuracy"), "accuracy", {"min": 0.0, "max": 100.0})
+            except Invalid as exc:
+                raise exc.at(f"{p}: line {i + 1}", CheckpointError) from None
     return found
 
 

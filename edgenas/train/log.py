@@ -5,7 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from edgenas.errors import ConfigError
 from edgenas.io import atomic_write_text
+from edgenas.validate import loads_json, read_text
 
 LOG_NAME = "train_log.jsonl"
 PLOT_NAME = "train_plot.png"
@@ -19,10 +21,13 @@ class RunLog:
         self.records: list[dict] = []
         if keep_epochs is not None and self.path.is_file():
             # Resuming: keep what the checkpoint covers, drop what came after it.
-            for line in self.path.read_text().splitlines():
+            for line in read_text(self.path, "training log (JSON lines)", max_bytes=1 << 30).splitlines():
                 try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
+                    rec = loads_json(line, str(self.path), allow_nan=True)
+                except ConfigError:
+                    continue  # a torn line: the log is rewritten from what is kept
+                if not isinstance(rec, dict) or isinstance(rec.get("global_epoch", 0), bool) \
+                        or not isinstance(rec.get("global_epoch", 0), int):
                     continue
                 # An epoch record carries the number of epochs before it, phase and final records the number after.
                 done = rec.get("global_epoch", 0) + (1 if rec.get("event") == "epoch" else 0)
