@@ -35,6 +35,9 @@ def run(args) -> int:
 
     from edgenas.demo import run_demo, summary_table
 
+    from edgenas.io import check_outputs
+
+    check_outputs({}, dirs={"--out": (args.out, [])})
     formats = args.formats.split(",") if args.formats else None
     result = run_demo(args.out, overrides=args.set, samples=args.samples,
                       formats=formats, seed=args.seed, progress=sys.stderr.isatty())

@@ -72,6 +72,12 @@ def run(args: argparse.Namespace) -> int:
 
         profile = load_profile(args.measure)
         check_measurable(profile, formats)
+    from edgenas.export import CARD_NAME, FILE_NAMES
+    from edgenas.io import check_outputs, checkpoint_files
+
+    check_outputs({"--supernet": checkpoint_files(args.supernet), "--from": args.results, "--measure": args.measure,
+                   "--latency-table": args.latency_table},
+                  dirs={"--out": (args.out, [FILE_NAMES[f] for f in formats] + [CARD_NAME])})
     supernet, info = _load_supernet(args.supernet)
     space = supernet.space
     source = {"checkpoint": str(args.supernet)}

@@ -51,11 +51,16 @@ def run(args: argparse.Namespace) -> int:
 
     if args.samples < 5:
         raise EdgeNASError("--samples must be at least 5 (the predictor is tested on 20% of them)")
+    from edgenas.io import check_outputs, checkpoint_files
+
+    out = Path(args.out) if args.out else default_predictor_path(args.checkpoint)
+    log_path = Path(args.measurements) if args.measurements else out.with_name(out.name + ".measured.jsonl")
+    check_outputs({"CKPT": [p for p in checkpoint_files(args.checkpoint) if p.name != "supernet.predictor.pt"],
+                   "--data-path": args.data_path}, files={"--out": out, "--measurements": log_path})
     supernet, info = open_checkpoint(args.checkpoint)
     resolutions = args.resolutions or info.trained_resolutions
     resolution_indices(supernet.space, resolutions)  # a resolution the space lacks is an error now, not later
     dataset = load_dataset(dataset_config(info, args.data, args.data_path))
-    out = Path(args.out) if args.out else default_predictor_path(args.checkpoint)
     rank, size = world()
     count = [0]
 
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         log.info("measuring %d subnets of %s at %s px on %s%s", args.samples, supernet.space.name,
                  ", ".join(map(str, resolutions)), dataset.describe(), f" with {size} ranks" if size > 1 else "")
     predictor, report = build_predictor(supernet, dataset, out, samples=args.samples, seed=args.seed,
-                                        measurements=args.measurements, bn_images=args.calib_images,
+                                        measurements=log_path, bn_images=args.calib_images,
                                         epochs=args.epochs, on_result=progress, resolutions=resolutions)
     if predictor is None:
         return 0

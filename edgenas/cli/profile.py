@@ -54,9 +54,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is not None and len(args.profiles) > 1:
         raise EdgeNASError("--out names one table; with several profiles use --out-dir (tables are named by profile key)")
+    from edgenas.io import check_outputs
+
     space = load_space(args.space)
     profiles = [load_profile(p) for p in args.profiles]
     outs = [args.out] if args.out else [default_table_path(p, space, args.out_dir) for p in profiles]
+    plots = ([args.plot] if args.plot and len(profiles) == 1 else [o.with_suffix(".validation.png") for o in outs]
+             ) if args.validate else []
+    inputs = {"PROFILE": [p for p in args.profiles if Path(p).is_file()], "--space": args.space if Path(args.space).is_file() else None}
+    check_outputs(inputs, files=[("--out" if args.out else "--out-dir", o) for o in outs] + [("--plot", p) for p in plots])
     progress = not getattr(args, "quiet", False)
     reports = profile_many(profiles, space, outs=outs, resolutions=args.resolutions, calibrate=args.calibrate,
                            seed=args.seed, warmup=args.warmup, runs=args.runs, chunk_size=args.chunk_size,
@@ -82,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
             for key, err in report.failed.items():
                 log.warning("%s: failed %s: %s", profile.name, key, err)
         elif args.validate:
-            plot = args.plot if args.plot and len(profiles) == 1 else report.path.with_suffix(".validation.png")
+            plot = plots[profiles.index(profile)]
             v = validate_table(report.table, profile, args.validate, seed=args.seed, plot=plot, progress=progress)
             out["validation"] = v.to_dict()
             log.info("%s: validation: %s; plot %s", profile.name, v.summary(), v.plot)

@@ -68,9 +68,15 @@ def run(args: argparse.Namespace) -> int:
     if args.latency_table and args.latency_ms is None:
         raise EdgeNASError("--latency-table needs a budget: add --latency-ms MS")
 
+    from edgenas.io import check_outputs, checkpoint_files
+
+    predictor_path = Path(args.predictor) if args.predictor else default_predictor_path(args.supernet)
+    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
+    check_outputs({"--supernet": checkpoint_files(args.supernet), "--predictor": predictor_path,
+                   "--latency-table": args.latency_table, "--device": args.device, "--data-path": args.data_path},
+                  files={"--out": args.out, "--plot": plot})
     supernet, info = open_checkpoint(args.supernet)
     space = supernet.space
-    predictor_path = Path(args.predictor) if args.predictor else default_predictor_path(args.supernet)
     predictor = AccuracyPredictor.load(predictor_path, space)
     accuracy = predictor_metric(predictor)
 
@@ -98,7 +104,6 @@ def run(args: argparse.Namespace) -> int:
 
         result.extra["verify"] = verify(supernet, info, result, args)
     result.save(args.out)
-    plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
     result.plot(plot)
     print(result.summary())
     print(f"wrote {args.out} ({len(result.top)} best{f', {len(result.front)} on the front' if args.strategy == 'nsga2' else ''}) and {plot}")

@@ -41,6 +41,12 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.train.checkpoint import CHECKPOINT_NAME, read
 
     out = Path(args.out) if args.out else Path("runs") / (Path(args.config).stem if args.config else "digits-tiny")
+    from edgenas.io import check_outputs
+    from edgenas.train.checkpoint import SUPERNET_NAME
+    from edgenas.train.log import LOG_NAME, PLOT_NAME
+
+    check_outputs({"CONFIG": args.config},
+                  dirs={"--out": (out, ["config.yaml", CHECKPOINT_NAME, SUPERNET_NAME, LOG_NAME, PLOT_NAME])})
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
     if args.resume and args.config is None:
         if not (out / CHECKPOINT_NAME).is_file():
