@@ -241,8 +241,11 @@ def test_checkpoints_carry_a_checksum_checked_on_load(run, tmp_path, caplog):
                           (lambda d: d.update(model=[1]), "key 'model': got a list [1]"),
                           (lambda d: d.update(kind="weights"), "key 'kind': got 'weights'"),
                           (lambda d: d["config"]["train"].update(lr=1), "key 'train.lr': got an unknown key"),
-                          (lambda d: d["space"].update(depths=[2, 2]), "key 'space.depths': got a list [2, 2]")):
-        bad = torch.load(out / "supernet.pt", weights_only=True)
+                          (lambda d: d["space"].update(depths=[2, 2]), "key 'space.depths': got a list [2, 2]"),
+                          (lambda d: d["progress"].update(epoch=-1), "key 'progress.epoch': got -1"),
+                          (lambda d: d["progress"].pop("step"), "key 'progress.step': got nothing"),
+                          (lambda d: d.update(train_state=None), "key 'train_state': got null")):
+        bad = torch.load(out / "checkpoint.pt", weights_only=True)
         change(bad)
         bad["checksum"] = checksum(bad)
         torch.save(bad, tmp_path / "bad.pt")

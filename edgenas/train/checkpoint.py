@@ -13,7 +13,7 @@ Search, predictors and export use `load_supernet(path)`.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from edgenas import __version__
 from edgenas.data import DataConfig
 from edgenas.errors import CheckpointError, ConfigError
 from edgenas.io import atomic_torch_save
-from edgenas.validate import build, echo, load_torch, message, verify_checksum, with_checksum
+from edgenas.validate import build, echo, load_torch, message, spec, verify_checksum, with_checksum
 from edgenas.space import SearchSpace, load_space
 from edgenas.supernet import Supernet
 from edgenas.train.config import TrainConfig
@@ -81,6 +81,19 @@ def save(path: str | Path, data: dict[str, Any]) -> Path:
 
 
 RESAVE = "train it again"
+
+
+@dataclass(frozen=True)
+class _Progress:
+    """Where a resumable checkpoint stopped (other progress records are kept but not checked)."""
+
+    phase: int = field(metadata=spec(min=0, max=10**6))
+    epoch: int = field(metadata=spec(min=0, max=10**6))
+    step: int = field(metadata=spec(min=0, max=10**12))
+    started: bool
+    global_epoch: int = field(metadata=spec(min=0, max=10**9))
+    done: bool
+
 _KINDS = ("checkpoint", "supernet")
 
 
@@ -116,6 +129,12 @@ def read(path: str | Path) -> tuple[dict[str, Any], CheckpointInfo]:
     if bad is not None:
         raise CheckpointError(message(str(path), f"model.{echo(bad)[1:-1]}", echo(data["model"][bad]),
                                       "a tensor: the checkpoint is damaged"))
+    if data["kind"] == "checkpoint":  # resumable: the trainer reads these
+        known = {k: v for k, v in data["progress"].items() if k in _Progress.__dataclass_fields__}
+        build(_Progress, known, str(path), path="progress", error=CheckpointError)
+        if not isinstance(data.get("train_state"), dict):
+            raise CheckpointError(message(str(path), "train_state", echo(data.get("train_state")),
+                                          "a mapping (optimizer, scheduler, RNG states): the checkpoint is damaged"))
     space = build(SearchSpace, data["space"], str(path), path="space", error=CheckpointError)
     try:
         config = TrainConfig.from_dict(data["config"], source=f"{path} (config)")
