@@ -21,7 +21,9 @@ from edgenas.errors import EdgeNASError, MissingDependencyError  # noqa: E402
 from edgenas.export import (  # noqa: E402
     ExportMetadata, OnnxRunner, ParityError, TFLiteRunner, export_subnet, load_card, read_metadata,
 )
-from edgenas.space import Arch, arch_cost, largest, load_space, smallest  # noqa: E402
+from edgenas.latency.table import LatencyTable  # noqa: E402
+from edgenas.search import load_results  # noqa: E402
+from edgenas.space import Arch, arch_cost, load_space, smallest  # noqa: E402
 from edgenas.supernet import Supernet  # noqa: E402
 from edgenas.train.bn import recalibrate_bn, resize  # noqa: E402
 
@@ -193,31 +195,51 @@ def _cli(*args: str) -> int:
     return cli_main(["export", *map(str, args), "--bn-images", "200", "--eval-images", "100"])
 
 
-def test_cli_exports_from_results_and_measures_on_the_device(tmp_path, checkpoint, arch, capsys, caplog):
+@pytest.fixture(scope="module")
+def searched(checkpoint):
+    """A results file written by `edgenas search` on `checkpoint`, with a predictor beside it and a
+    latency table (edgenas's writer, made-up timings) so small that any measured file is over budget."""
+    from conftest import write_table
+    from edgenas.search import ArchBatch, latency_metric, metric_range
+    from edgenas.search.predictor import default_predictor_path, train_predictor
+    from edgenas.space import sample_genomes
+
     space = load_space(SPACE)
-    results = tmp_path / "results.json"
-    results.write_text(json.dumps({
-        "format": "edgenas-search-results", "space": {"name": SPACE, "hash": space.hash},
-        "objective": "accuracy", "budget": {"latency_ms[local-cpu]": 1e-4},
-        "top": [{"arch": str(largest(space)), "accuracy": 90.0, "latency_ms": {"local-cpu": 5e-5}},
-                {"arch": str(arch), "accuracy": 80.0, "latency_ms": {"local-cpu": 4e-5}}],
-    }))
+    genomes = sample_genomes(space, np.random.default_rng(0), 100)
+    predictor, _ = train_predictor(space, genomes, 80 + 3 * np.log(ArchBatch(space, genomes).costs()["macs"] / 1e6),
+                                   epochs=10)
+    predictor.save(default_predictor_path(checkpoint))
+    table = write_table(space, checkpoint.parent / "local-cpu.yaml", "local-cpu", scale=1e-6)
+    span = metric_range(space, latency_metric(LatencyTable.load(table), space=space))
+    out = checkpoint.parent / "search.json"
+    assert cli_main(["search", "--supernet", str(checkpoint), "--latency-table", str(table), "--latency-ms",
+                     f"{(span.minimum + span.maximum) / 2:.6g}", "--strategy", "random", "--evaluations", "100",
+                     "--top-k", "3", "--out", str(out)]) == 0
+    return out
+
+
+def test_cli_exports_from_results_and_measures_on_the_device(tmp_path, checkpoint, searched, capsys, caplog):
+    results = load_results(searched)
+    second = results.entry(2)
+    capsys.readouterr()
     out = tmp_path / "deploy"
     with caplog.at_level(logging.WARNING):
-        code = _cli("--supernet", checkpoint, "--from", results, "--rank", 2, "--format", "onnx", "--out", out,
+        code = _cli("--supernet", checkpoint, "--from", searched, "--rank", 2, "--format", "onnx", "--out", out,
                     "--measure", "local-cpu")
     text = capsys.readouterr().out
     assert code == 0, text
     assert "[ok]" in text and "model.onnx" in text and "max |diff|" in text
     card = load_card(out)
-    assert card["arch"] == str(arch) and card["source"]["rank"] == 2
-    assert card["latency"]["predicted_ms"] == {"local-cpu": 4e-5} and card["latency"]["budget_ms"] == 1e-4
+    assert card["arch"] == second.arch and card["source"]["rank"] == 2 and card["source"]["results"] == str(searched)
+    predicted = second.predicted_latency_ms["local-cpu"]
+    budget = results.latency_budgets["local-cpu"]
+    assert card["latency"]["predicted_ms"] == {"local-cpu": predicted} and card["latency"]["budget_ms"] == budget
     measured = card["files"]["onnx"]["measured"]
     assert measured["device"] == "local-cpu" and measured["median_ms"] > 0 and measured["error"] is None
-    assert measured["predicted_ms"] == 4e-5 and measured["over_budget"] is True
-    assert "predicted 4e-05 ms (local-cpu" in text
+    assert measured["predicted_ms"] == predicted and measured["over_budget"] is True
+    assert f"predicted {predicted:g} ms (local-cpu" in text
     warning = " ".join(r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING)
-    assert "over the search budget of 0.0001 ms" in warning and f"{measured['median_ms']:.3f} ms" in warning
+    assert f"over the search budget of {budget:g} ms" in warning and f"{measured['median_ms']:.3f} ms" in warning
 
 
 def test_cli_failed_parity_exits_1_and_marks_the_file_invalid(tmp_path, checkpoint, arch, capsys, monkeypatch):
@@ -268,12 +290,25 @@ def test_cli_user_errors_exit_2(tmp_path, checkpoint, arch, capsys, args, messag
     assert message in capsys.readouterr().err
 
 
-def test_cli_rank_out_of_range(tmp_path, checkpoint, capsys):
-    results = tmp_path / "r.json"
-    results.write_text(json.dumps({"results": [{"arch": "r24_x"}]}))
-    assert cli_main(["export", "--supernet", str(checkpoint), "--from", str(results), "--rank", "3",
-                     "--out", str(tmp_path)]) == 2
-    assert "--rank 3 is out of range" in capsys.readouterr().err
+def test_cli_rank_out_of_range(tmp_path, checkpoint, searched, capsys):
+    ranked = len(load_results(searched).top)
+    capsys.readouterr()
+    assert cli_main(["export", "--supernet", str(checkpoint), "--from", str(searched), "--rank", str(ranked + 1),
+                     "--out", str(tmp_path / "out")]) == 2
+    assert f"--rank {ranked + 1} is out of range: {searched} ranks {ranked}" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_refuses_results_from_another_space(tmp_path, checkpoint, searched, capsys):
+    """The search's own file, its space changed: export says which space each came from."""
+    data = json.loads(searched.read_text())
+    data["space"] = {"name": "mbv3-large", "hash": "0123456789ab"}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps(data))
+    capsys.readouterr()
+    assert cli_main(["export", "--supernet", str(checkpoint), "--from", str(other), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "searched in space mbv3-large" in err[0] and "Traceback" not in err[0]
 
 
 # ------------------------------------------------------------------------------------ TFLite

@@ -6,25 +6,16 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import write_table
 from edgenas.cli import main
 from edgenas.data import DataConfig
-from edgenas.latency.ops import enumerate_ops
-from edgenas.latency.table import LatencyTable, entry
+from edgenas.latency.table import LatencyTable
 from edgenas.search import ArchBatch, metric_range, latency_metric
 from edgenas.search.predictor import AccuracyPredictor, train_predictor
 from edgenas.space import Arch, load_space, sample_genomes
 from edgenas.supernet.supernet import Supernet
 from edgenas.train import TrainConfig
 from edgenas.train import checkpoint as ckpt
-
-
-def write_table(space, path, name, scale=1.0, resolutions=None):
-    """A latency table for `space` (at `resolutions`, default all) with entries proportional to each layer's MACs."""
-    table = LatencyTable.create(space, name, **({"resolutions": list(resolutions)} if resolutions else {}))
-    for op in enumerate_ops(space, resolutions):
-        ms = scale * (op.macs / 1e6 + 0.01)
-        table.set(op.key, entry(ms, ms, 0.0, 1))
-    return table.save(path)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +51,7 @@ def test_search_writes_results_and_a_plot(files, capsys):
     assert code == 0
     printed = capsys.readouterr().out
     data = json.loads(out.read_text())
-    assert data["format"] == "edgenas-search-results" and data["format_version"] == 1
+    assert data["format"] == "edgenas-search-results" and data["format_version"] == 2
     assert data["space"] == {"name": "mbv3-tiny", "hash": files["space"].hash}
     assert data["budget"] == {"latency_ms": {"dev-a": budget}, "mflops": 8.0}
     assert data["latency_tables"] == {"dev-a": str(files["a"])}

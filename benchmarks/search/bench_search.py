@@ -28,7 +28,9 @@ from torch import nn
 
 from edgenas.latency.table import LatencyTable
 from edgenas.search import STRATEGIES
-from edgenas.search import ArchBatch, Constraint, hypervolume_2d, latency_metric, non_dominated, predictor_metric, search
+from edgenas.search import (
+    ArchBatch, Constraint, hypervolume_2d, latency_metric, latency_table_of, non_dominated, predictor_metric, search,
+)
 from edgenas.search.predictor import AccuracyPredictor, train_predictor
 from edgenas.space import encode, load_space, make_arch, sample_genomes
 
@@ -152,7 +154,7 @@ def speed_and_quality(space, predictor, table, lat, seeds, population, generatio
         assert abs(predictor.predict_genomes(g)[0] - best[0]) < 1e-3
         assert abs(lat(ArchBatch(space, g))[0] - best[2]) < 1e-6
         rows.append({"seed": seed, "ours_s": t_ours, "ofa_s": t_ofa, "ours_cpu_s": c_ours, "ofa_cpu_s": c_ofa, "ours_acc": result.best["accuracy"],
-                     "ofa_acc": best[0], "ours_ms": result.best["latency_ms"][lat.name[len("latency_ms["):-1]],
+                     "ofa_acc": best[0], "ours_ms": result.best["latency_ms"][latency_table_of(lat.name)],
                      "ofa_ms": best[2], "ours_evals": result.evaluations})
         print(f"seed {seed}: ours {t_ours:.2f} s ({c_ours:.2f} s CPU) acc {result.best['accuracy']:.3f} | "
               f"OFA {t_ofa:.2f} s ({c_ofa:.2f} s CPU) acc {best[0]:.3f} | ratio {t_ofa / t_ours:.1f}x", flush=True)

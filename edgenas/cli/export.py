@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     source = {"checkpoint": str(args.supernet)}
     entry = None
     if args.results:
-        from edgenas.export import read_results
+        from edgenas.search.results import read_results
 
         entry = read_results(args.results, args.rank)
         if entry.space_hash and entry.space_hash != space.hash:

@@ -14,7 +14,6 @@ from edgenas.export.api import (
 from edgenas.export.card import CARD_NAME, load_card, sha256_file
 from edgenas.export.measure import LatencyComparison, measure_exports
 from edgenas.export.onnx_export import OnnxRunner, read_metadata
-from edgenas.export.results import ResultsEntry, read_results
 from edgenas.export.tflite_export import TFLiteRunner
 from edgenas.export.validate import (
     ATOL, MAX_DROP_PP, MIN_AGREEMENT, ExportValidationError, ParityError, QuantizationError, ShapeError,
@@ -23,6 +22,6 @@ from edgenas.export.validate import (
 __all__ = [
     "ATOL", "CARD_NAME", "FILE_NAMES", "FORMATS", "MAX_DROP_PP", "MIN_AGREEMENT", "ExportMetadata", "ExportReport",
     "ExportValidationError", "FormatResult", "LatencyComparison", "OnnxRunner", "ParityError", "QuantizationError",
-    "ResultsEntry", "ShapeError", "TFLiteRunner", "check_dependencies", "export_subnet", "load_card",
-    "measure_exports", "parse_formats", "read_metadata", "read_results", "sha256_file",
+    "ShapeError", "TFLiteRunner", "check_dependencies", "export_subnet", "load_card",
+    "measure_exports", "parse_formats", "read_metadata", "sha256_file",
 ]

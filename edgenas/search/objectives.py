@@ -149,13 +149,19 @@ def latency_metric(table: Any, name: str | None = None, space: SearchSpace | Non
     """Predicted latency (ms) from a lookup table: a sum of per-layer terms."""
     name = name or table_name(table)
     predict = latency_fn(table, space)
-    return Metric(f"latency_ms[{name}]", lambda batch: predict(batch.genomes), goal="min", unit="ms",
+    return Metric(latency_metric_name(name), lambda batch: predict(batch.genomes), goal="min", unit="ms",
                   structure="additive", label=f"latency on {name}")
 
 
+def latency_metric_name(table: str) -> str:
+    """"latency_ms[note10]", the metric name of table "note10"'s latency (inverse of latency_table_of)."""
+    return f"latency_ms[{table}]"
+
+
 def latency_table_of(metric_name: str) -> str | None:
-    """"note10" for "latency_ms[note10]", None for other metric names."""
-    if metric_name.startswith("latency_ms[") and metric_name.endswith("]"):
+    """"note10" for "latency_ms[note10]", None for other metric names. The one place that parses
+    the name (results files, plots and summaries all go through it)."""
+    if metric_name.startswith("latency_ms[") and metric_name.endswith("]") and len(metric_name) > len("latency_ms[]"):
         return metric_name[len("latency_ms["):-1]
     return None
 

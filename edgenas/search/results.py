@@ -1,18 +1,43 @@
-"""`SearchResult`: the ranked architectures, the Pareto front, the JSON file and the plot."""
+"""Search results: `SearchResult` (the ranked architectures, the Pareto front, the plot) and the
+results file format, which this module alone writes (`SearchResult.save`) and reads
+(`load_results`, `read_results`).
+
+The file (format "edgenas-search-results", format_version 2) is JSON:
+
+    {"format": "edgenas-search-results", "format_version": 2,
+     "space": {"name": "mbv3-tiny", "hash": "3dfe2e7da733"},
+     "strategy": "evolution", "seed": 0, "objective": "accuracy", "resolutions": [24, 28, 32],
+     "budget": {"latency_ms": {TABLE: ms, ...}, "mflops": 8.0, "mparams": ..., "peak_kb": ...},
+     "latency_tables": {TABLE: path or null}, "evaluations": 123, "seconds": 0.5, "note": "",
+     "top": [ENTRY, ...],     best first
+     "front": [ENTRY, ...],   the Pareto front, cheapest first
+     ...}                     extra records (predictor, supernet, verify)
+    ENTRY = {"arch": "r28_...", "accuracy": 91.2, "latency_ms": {TABLE: ms}, "macs": 7223440,
+             "params": 1184490, "peak_activation_bytes": 169344, OTHER_METRIC: value, ...}
+
+Version 1 files hold the same keys; the first edgenas releases wrote their budget flat
+({"latency_ms[TABLE]": ms}), later ones grouped as above. Both are read. Anything else (no format,
+another format, a newer version) is refused with a message saying to run `edgenas search` again.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 
+from edgenas.errors import ConfigError
 from edgenas.io import atomic_write, atomic_write_json
-from edgenas.search.objectives import latency_table_of
+from edgenas.search.objectives import latency_metric_name, latency_table_of
 from edgenas.space import SearchSpace
+from edgenas.validate import echo, message, read_json
 
 FORMAT = "edgenas-search-results"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
+REGENERATE = "run edgenas search --out again to write a current results file"
 
 
 @dataclass
@@ -69,7 +94,7 @@ class SearchResult:
                  f"  {b['arch']}",
                  f"  {self.accuracy_name}: {b[self.accuracy_name]:.2f}"]
         for table, ms in b.get("latency_ms", {}).items():
-            lines.append(f"  latency on {table}: {ms:.2f} ms" + _limit(self.budget.get(f"latency_ms[{table}]"), "ms"))
+            lines.append(f"  latency on {table}: {ms:.2f} ms" + _limit(self.budget.get(latency_metric_name(table)), "ms"))
         lines.append(f"  MACs: {b['macs'] / 1e6:.1f} M" + _limit(self.budget.get("mflops"), "M"))
         lines.append(f"  params: {b['params'] / 1e6:.2f} M" + _limit(self.budget.get("mparams"), "M"))
         if "peak_kb" in self.budget:
@@ -136,3 +161,184 @@ def _grouped(values: dict[str, float]) -> dict[str, Any]:
 
 def _limit(limit: float | None, unit: str) -> str:
     return "" if limit is None else f" (budget {limit:g} {unit})"
+
+
+# ---- reading results files -----------------------------------------------------------------------
+
+# Entry keys with a fixed meaning; any other key of an entry is a reported metric's value (a number).
+_COUNTS = ("macs", "params", "peak_activation_bytes")
+_MAX_MS = 1e9  # a latency in milliseconds (about 11 days) beyond which a value is a corrupt file
+
+
+@dataclass(frozen=True)
+class ResultsEntry:
+    """One ranked architecture of a results file, as `edgenas export --from` uses it."""
+
+    arch: str  # the architecture string
+    rank: int  # 1 = best
+    accuracy: float  # the search's estimate of its objective (e.g. the predictor's accuracy)
+    predicted_latency_ms: dict[str, float]  # table name -> ms, as the search predicted
+    budget_ms: dict[str, float]  # table name -> latency budget of the search
+    space_name: str
+    space_hash: str | None
+    entry: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole entry
+
+    def budget_for(self, tables: list[str] | None = None) -> float | None:
+        """The latency budget for one of `tables` (by name), else the only latency budget there is."""
+        for name in tables or []:
+            if name in self.budget_ms:
+                return self.budget_ms[name]
+        return next(iter(self.budget_ms.values())) if len(self.budget_ms) == 1 else None
+
+
+@dataclass(frozen=True)
+class ResultsFile:
+    """A results file, checked: every entry of `top` and `front` has an arch string, a finite
+    objective value, non-negative finite latencies and non-negative integer costs."""
+
+    path: Path
+    format_version: int
+    space_name: str
+    space_hash: str | None
+    strategy: str | None
+    objective: str  # the key of each entry holding the objective's value
+    budget: dict[str, float]  # constraint metric name -> limit, as SearchResult.budget ("latency_ms[T]")
+    latency_tables: dict[str, str | None]  # table name -> the file the search read
+    top: list[dict[str, Any]]  # best first
+    front: list[dict[str, Any]]
+    data: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole file
+
+    @property
+    def latency_budgets(self) -> dict[str, float]:
+        """Table name -> latency budget in ms."""
+        return {t: v for t, v in ((latency_table_of(n), v) for n, v in self.budget.items()) if t is not None}
+
+    def entry(self, rank: int = 1) -> ResultsEntry:
+        """The `rank`-th best architecture (1 = best)."""
+        if isinstance(rank, bool) or not isinstance(rank, int) or not 1 <= rank <= len(self.top):
+            raise ConfigError(f"--rank {rank} is out of range: {self.path} ranks {len(self.top)} architecture(s), "
+                              f"1 to {len(self.top)}")
+        e = self.top[rank - 1]
+        return ResultsEntry(arch=e["arch"], rank=rank, accuracy=e[self.objective],
+                            predicted_latency_ms=dict(e.get("latency_ms", {})), budget_ms=self.latency_budgets,
+                            space_name=self.space_name, space_hash=self.space_hash, entry=e)
+
+
+def read_results(path: str | Path, rank: int = 1) -> ResultsEntry:
+    """The `rank`-th entry (1 = best) of a results file written by `edgenas search --out`."""
+    return load_results(path).entry(rank)
+
+
+def load_results(path: str | Path) -> ResultsFile:
+    """A results file written by `edgenas search --out` (or `SearchResult.save`), checked before use.
+    Every problem is a `ConfigError` in the one style: `FILE: key X: got Y, expected Z`."""
+    path = Path(path)
+    src = str(path)
+    data = read_json(path, "search results file (edgenas search --out)")
+
+    def bad(key: str | None, value: Any, expected: str, rendered: bool = False) -> ConfigError:
+        return ConfigError(message(src, key, value if rendered else echo(value), expected))
+
+    if not isinstance(data, dict):
+        raise bad(None, data, f"a mapping with format '{FORMAT}' (a results file of edgenas search; {REGENERATE})")
+    if data.get("format") != FORMAT:
+        got = data.get("format", "nothing (the key is missing)")
+        raise bad("format", got, f"'{FORMAT}', a results file of edgenas search ({REGENERATE})",
+                  rendered="format" not in data)
+    version = data.get("format_version", 1)  # the first releases wrote version 1 as it is now
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise bad("format_version", version, f"one of {', '.join(map(str, READABLE_VERSIONS))} "
+                  f"(this edgenas reads those; {REGENERATE})")
+
+    space = data.get("space")
+    if not isinstance(space, dict):
+        raise bad("space", space, "a mapping {name, hash} of the searched space")
+    name, space_hash = space.get("name"), space.get("hash")
+    if not isinstance(name, str) or not 0 < len(name) <= 200:
+        raise bad("space.name", name, "the name of the searched space, a string")
+    if space_hash is not None and (not isinstance(space_hash, str) or not 0 < len(space_hash) <= 64):
+        raise bad("space.hash", space_hash, "the space's hash, a string, or null")
+    strategy = data.get("strategy")
+    if strategy is not None and not isinstance(strategy, str):
+        raise bad("strategy", strategy, "a string")
+    objective = data.get("objective", "accuracy")
+    if not isinstance(objective, str) or not 0 < len(objective) <= 200 or objective in ("arch", "latency_ms") + _COUNTS:
+        raise bad("objective", objective, "the name of the objective metric, a string such as 'accuracy'")
+
+    budget = _budget(data.get("budget", {}), bad)
+    tables = data.get("latency_tables", {})
+    if not isinstance(tables, dict) or not all(isinstance(v, (str, type(None))) for v in tables.values()):
+        raise bad("latency_tables", tables, "a mapping of table name to file path (or null)")
+
+    top = data.get("top")
+    if not isinstance(top, list) or not top:
+        raise bad("top", "nothing (the key is missing)" if "top" not in data else echo(top),
+                  "a non-empty list of ranked architectures", rendered=True)
+    front = data.get("front", [])
+    if not isinstance(front, list):
+        raise bad("front", front, "a list of architectures")
+    for key, entries in (("top", top), ("front", front)):
+        for i, e in enumerate(entries):
+            _entry(e, f"{key}.{i}", objective, bad)
+    return ResultsFile(path=path, format_version=version, space_name=name, space_hash=space_hash, strategy=strategy,
+                       objective=objective, budget=budget, latency_tables=dict(tables), top=top, front=front,
+                       data=data)
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _latencies(value: Any, key: str, bad, what: str) -> dict[str, float]:
+    """{table: ms}: non-negative finite milliseconds."""
+    if not isinstance(value, dict):
+        raise bad(key, value, f"a mapping of latency table name to {what}")
+    for table, ms in value.items():
+        if not table or len(table) > 200:
+            raise bad(key, table, "latency table names of 1 to 200 characters")
+        if not _number(ms) or not 0 <= ms <= _MAX_MS:
+            raise bad(f"{key}.{table}", ms, f"{what}: a finite number from 0 to {_MAX_MS:g}")
+    return {t: float(v) for t, v in value.items()}
+
+
+def _budget(value: Any, bad) -> dict[str, float]:
+    """The budget as constraint metric name -> limit, from the grouped ({"latency_ms": {T: ms}}) or
+    the flat ({"latency_ms[T]": ms}, version 1) form."""
+    if not isinstance(value, dict):
+        raise bad("budget", value, "a mapping of constraint to limit, e.g. {latency_ms: {TABLE: ms}}")
+    out: dict[str, float] = {}
+    for name, limit in value.items():
+        if name == "latency_ms":
+            for table, ms in _latencies(limit, "budget.latency_ms", bad, "a latency budget in ms").items():
+                out[latency_metric_name(table)] = ms
+        elif latency_table_of(name) is not None:  # the flat form of version 1
+            if not _number(limit) or not 0 <= limit <= _MAX_MS:
+                raise bad(f"budget.{name}", limit, f"a latency budget in ms: a finite number from 0 to {_MAX_MS:g}")
+            out[name] = float(limit)
+        elif not _number(limit):
+            raise bad(f"budget.{name}", limit, "a finite number")
+        else:
+            out[name] = float(limit)
+    return out
+
+
+def _entry(e: Any, key: str, objective: str, bad) -> None:
+    if not isinstance(e, dict):
+        raise bad(key, e, f"a mapping {{arch, {objective}, latency_ms, macs, ...}}")
+    arch = e.get("arch")
+    if not isinstance(arch, str) or not 0 < len(arch) <= 4096:
+        raise bad(f"{key}.arch", "nothing (the key is missing)" if "arch" not in e else echo(arch),
+                  "an architecture string", rendered=True)
+    if objective not in e:
+        raise bad(f"{key}.{objective}", "nothing (the key is missing)", "the objective's value, a finite number",
+                  rendered=True)
+    for name, v in e.items():
+        if name == "arch":
+            continue
+        if name == "latency_ms":
+            _latencies(v, f"{key}.latency_ms", bad, "a predicted latency in ms")
+        elif name in _COUNTS:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise bad(f"{key}.{name}", v, "an integer >= 0")
+        elif not _number(v):
+            raise bad(f"{key}.{name}", v, "a finite number (a metric's value)")
