@@ -113,11 +113,32 @@ def fail(source: str, key: str | None, value: Any, expected: str, error: type[Ed
 
 # ---- reading files ----------------------------------------------------------------------------------
 
+MAX_PATH = 1024  # characters of a path a user gives (255 bytes per name, as file systems allow)
+
+
+def user_path(path: str | os.PathLike, what: str = "file", error: type[EdgeNASError] = ConfigError) -> Path:
+    """`path` as a Path with ~ expanded; a NUL byte, an over-long path or name, or an unknown
+    ~user is an `error` (these make os calls raise ValueError, OSError or RuntimeError)."""
+    try:
+        text = os.fsdecode(path) if not isinstance(path, str) else path
+    except TypeError:
+        raise error(message("path", None, echo(path), f"a {what} path")) from None
+    if "\0" in text:
+        raise error(f"{echo(text)}: got a path with a NUL byte, expected a {what} path")
+    if len(text) > MAX_PATH or any(len(part.encode("utf-8", "surrogateescape")) > 255 for part in text.split(os.sep)):
+        raise error(f"{echo(text)}: got a path of {len(text)} characters, expected a {what} path of at most "
+                    f"{MAX_PATH} characters and 255 bytes per name")
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        raise error(f"{echo(text)}: got '~' of an unknown user, expected a {what} path") from None
+
+
 def read_bytes(path: str | os.PathLike, what: str = "file", max_bytes: int = MAX_TEXT_BYTES,
                error: type[EdgeNASError] = ConfigError) -> bytes:
     """The bytes of a regular file of at most `max_bytes`; a missing path, a directory or a larger
     file is an error of class `error` naming the file."""
-    p = Path(path).expanduser()
+    p = user_path(path, what, error)
     try:
         st = p.stat()
     except FileNotFoundError:
@@ -155,7 +176,7 @@ def decode_text(data: bytes, source: str, what: str = "text file", error: type[E
 
 def read_text(path: str | os.PathLike, what: str = "text file", max_bytes: int = MAX_TEXT_BYTES,
               error: type[EdgeNASError] = ConfigError) -> str:
-    p = Path(path).expanduser()
+    p = user_path(path, what, error)
     return decode_text(read_bytes(p, what, max_bytes, error), str(p), what, error)
 
 
@@ -255,7 +276,7 @@ def loads_yaml(text: str, source: str, error: type[EdgeNASError] = ConfigError) 
 
 def read_yaml(path: str | os.PathLike, what: str = "YAML file", max_bytes: int = MAX_TEXT_BYTES,
               error: type[EdgeNASError] = ConfigError) -> Any:
-    p = Path(path).expanduser()
+    p = user_path(path, what, error)
     return loads_yaml(read_text(p, what, max_bytes, error), str(p), error)
 
 
@@ -314,7 +335,7 @@ def _depth(data: Any) -> int:
 
 def read_json(path: str | os.PathLike, what: str = "JSON file", max_bytes: int = MAX_TEXT_BYTES,
               allow_nan: bool = False, error: type[EdgeNASError] = ConfigError) -> Any:
-    p = Path(path).expanduser()
+    p = user_path(path, what, error)
     return loads_json(read_text(p, what, max_bytes, error), str(p), allow_nan, error)
 
 
@@ -404,11 +425,15 @@ def verify_checksum(payload: Mapping, source: str, resave: str, error: type[Edge
     Files written before checksums existed have none: they are accepted with a logged warning
     (and `resave` says how to write them again with one)."""
     recorded = payload.get("checksum")
+    try:
+        actual = checksum(payload) if recorded is not None else None
+    except RecursionError:
+        raise error(f"{source}: got data nested too deep to check, expected a file written by edgenas") from None
     if recorded is None:
         log.warning("%s has no checksum (written by an older edgenas), so it is loaded without an integrity "
                     "check; %s to write one with a checksum", source, resave)
         return
-    if not isinstance(recorded, str) or checksum(payload) != recorded:
+    if not isinstance(recorded, str) or actual != recorded:
         raise error(message(source, "checksum", "contents that do not match it",
                             f"the recorded checksum: the file is corrupt (changed since it was written); "
                             f"restore it from a backup or {resave}"))

@@ -222,3 +222,17 @@ def test_cli_reports_bad_files_in_one_line_with_exit_2(tmp_path, capsys, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("edgenas: error: ") and str(path) in line for line in err), err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("kind", ["space", "config", "profile", "table", "card", "supernet", "predictor", "idx"])
+@pytest.mark.parametrize("path", ["a\0b", "~no-such-user-here/x.yaml", "x" * 5000, "/".join(["a"] * 1000), "/dev/zero"])
+def test_every_loader_turns_odd_paths_into_one_short_error(kind, path):
+    from edgenas.data import load_dataset
+    from edgenas.search.predictor import AccuracyPredictor
+    from edgenas.train.checkpoint import load_supernet
+
+    loader = {**_loaders(), "supernet": load_supernet, "predictor": AccuracyPredictor.load,
+              "idx": lambda p: load_dataset({"name": "idx", "path": p})}[kind]
+    with pytest.raises(EdgeNASError) as err:
+        loader(path)
+    assert "\n" not in str(err.value) and len(str(err.value)) < 300, str(err.value)

@@ -71,7 +71,7 @@ from typing import Any, Mapping
 import math
 
 from edgenas.errors import ConfigError
-from edgenas.validate import _known_key, echo, message, read_yaml
+from edgenas.validate import _known_key, echo, message, read_yaml, user_path
 
 TRANSPORTS = ("local", "ssh")
 RUNTIMES = ("onnxruntime", "tflite")
@@ -202,7 +202,7 @@ def load_profile(path: str | os.PathLike) -> DeviceProfile:
     `path` is a file, or a bare name such as ``local-cpu`` that is looked up as
     ``device_profiles/<name>.yaml`` relative to the current directory.
     """
-    p = Path(path).expanduser()
+    p = user_path(path, "device profile")
     if not p.exists() and p.suffix == "" and len(p.parts) == 1:
         candidate = PROFILE_DIR / f"{p.name}.yaml"
         if candidate.exists():

@@ -22,7 +22,7 @@ from typing import Any, Optional
 
 from edgenas.errors import EdgeNASError
 from edgenas.io import atomic_write_json
-from edgenas.validate import Invalid, echo, message, read_json, value_of
+from edgenas.validate import Invalid, echo, message, read_json, user_path, value_of
 
 CARD_FORMAT = "edgenas-model-card"
 CARD_VERSION = 1
@@ -44,7 +44,7 @@ def write_card(path: str | Path, card: dict[str, Any]) -> Path:
 def load_card(path: str | Path) -> dict[str, Any]:
     """Read and check a model card (a directory means its model.json); an EdgeNASError in the
     validator's style names the file and key of anything a reader of the card relies on."""
-    path = Path(path)
+    path = user_path(path, "model card", EdgeNASError)
     if path.is_dir():
         path = path / CARD_NAME
     card = read_json(path, "edgenas model card (model.json)", max_bytes=16 << 20, allow_nan=True, error=EdgeNASError)

@@ -40,7 +40,7 @@ from edgenas.latency.schema import check_ofa, check_table, looks_like_ofa
 from edgenas.space.arch import Arch, decode, genome_of
 from edgenas.space.ops import arch_ops
 from edgenas.space.space import SearchSpace, load_space, preset_names
-from edgenas.validate import message, read_yaml
+from edgenas.validate import message, read_yaml, user_path
 
 TABLE_FORMAT = "edgenas-latency-table"
 FORMAT_VERSION = 1
@@ -97,7 +97,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: str | Path) -> "LatencyTable":
         """An edgenas table file, or OFA's published tables (a directory, or one `R_lookup_table.yaml`)."""
-        path = Path(path)
+        path = user_path(path, "latency table")
         if path.is_dir():
             return cls.load_ofa(path)
         if not path.is_file():

@@ -21,7 +21,7 @@ from torch import nn
 
 from edgenas.errors import CheckpointError
 from edgenas.io import atomic_torch_save
-from edgenas.validate import Invalid, build, echo, load_torch, message, spec, value_of, verify_checksum, with_checksum
+from edgenas.validate import Invalid, build, echo, load_torch, message, spec, user_path, value_of, verify_checksum, with_checksum
 from edgenas.search.objectives import ArchBatch
 from edgenas.space import Arch, SearchSpace, encode, features, genome_of
 
@@ -122,7 +122,7 @@ class AccuracyPredictor:
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace | None = None) -> "AccuracyPredictor":
         """Load a predictor; with `space`, it must have been built for that space."""
-        path = Path(path)
+        path = user_path(path, "accuracy predictor", CheckpointError)
         if not path.is_file():
             raise CheckpointError(f"accuracy predictor {path} not found: build one with `edgenas predictor build CKPT`")
         data = load_torch(path, "edgenas accuracy predictor")

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from edgenas.errors import ConfigError
-from edgenas.validate import Invalid, build, read_yaml, spec
+from edgenas.validate import Invalid, build, echo, read_yaml, spec, user_path
 
 PRESET_DIR = Path(__file__).parent / "presets"
 ACTIVATIONS = ("relu", "hswish")
@@ -147,10 +147,10 @@ def load_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
         return name_or_path
     text = str(name_or_path)
     path = PRESET_DIR / f"{text}.yaml"
-    if not path.exists():
-        path = Path(text).expanduser()
+    if text not in preset_names():
+        path = user_path(text, "search space YAML")
         if not path.is_file():
             raise ConfigError(
-                f"unknown search space '{text}': give a preset ({', '.join(preset_names())}) or the path of a space YAML file"
+                f"unknown search space {echo(text)}: give a preset ({', '.join(preset_names())}) or the path of a space YAML file"
             )
     return SearchSpace.from_dict(read_yaml(path, "search space YAML"), source=str(path))

@@ -19,7 +19,7 @@ from typing import Mapping
 import torch
 
 from edgenas.errors import CheckpointError
-from edgenas.validate import load_torch
+from edgenas.validate import load_torch, user_path
 from edgenas.space import SearchSpace, load_space
 from edgenas.supernet.supernet import Supernet
 
@@ -132,7 +132,7 @@ def _convert(state_dict, space: SearchSpace, expected: Mapping[str, torch.Tensor
 def load_ofa_checkpoint(path: str | Path, space: SearchSpace | str) -> Supernet:
     """A `Supernet` of `space` with the weights of an OFA-MobileNetV3 checkpoint file, e.g. OFA's
     published `ofa_mbv3_d234_e346_k357_w1.0` into `mbv3-w1.0` (w1.2 into `mbv3-w1.2`)."""
-    path = Path(path).expanduser()
+    path = user_path(path, "OFA checkpoint", CheckpointError)
     if not path.is_file() and not path.is_dir():
         raise CheckpointError(f"OFA checkpoint not found: {path}")
     # weights_only: a checkpoint from the internet must not run code while it is read

@@ -23,7 +23,7 @@ from edgenas import __version__
 from edgenas.data import DataConfig
 from edgenas.errors import CheckpointError, ConfigError
 from edgenas.io import atomic_torch_save
-from edgenas.validate import build, echo, load_torch, message, spec, verify_checksum, with_checksum
+from edgenas.validate import build, echo, load_torch, message, spec, user_path, verify_checksum, with_checksum
 from edgenas.space import SearchSpace, load_space
 from edgenas.supernet import Supernet
 from edgenas.train.config import TrainConfig
@@ -99,7 +99,7 @@ _KINDS = ("checkpoint", "supernet")
 
 def read(path: str | Path) -> tuple[dict[str, Any], CheckpointInfo]:
     """The raw checkpoint dict and its parsed info; CheckpointError if it is missing, corrupt or foreign."""
-    path = Path(path).expanduser()
+    path = user_path(path, "checkpoint", CheckpointError)
     if path.is_dir():
         for name in (SUPERNET_NAME, CHECKPOINT_NAME):
             if (path / name).is_file():

@@ -27,7 +27,7 @@ import yaml
 
 from edgenas.data import DataConfig
 from edgenas.errors import ConfigError
-from edgenas.validate import Invalid, _known_key, build, echo, loads_yaml, mapping_of, message, read_yaml, spec
+from edgenas.validate import Invalid, _known_key, build, echo, loads_yaml, mapping_of, message, read_yaml, spec, user_path
 
 # A phase's elastic choice for one dimension: "all" the space's values, "max" or "min" only, "topN"
 # (the N largest, e.g. depths top2 = {4, 3} in a {2, 3, 4} space), or an explicit list of values.
@@ -174,7 +174,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     source = str(path) if path is not None else "default config"
     raw: dict[str, Any] = {}
     if path is not None:
-        p = Path(path).expanduser()
+        p = user_path(path, "training config")
         data = read_yaml(p, "training config YAML file")
         raw = {} if data is None else mapping_of(data, str(p), "a training config: space, seed, data, train, schedule")
     return apply_overrides(raw, overrides or [], source)

@@ -18,7 +18,7 @@ from edgenas.data.config import DataConfig
 from edgenas.data.sources import Source
 from edgenas.data.splits import Pool
 from edgenas.errors import DataError
-from edgenas.validate import read_bytes
+from edgenas.validate import read_bytes, user_path
 
 TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
 TEST_BATCH = "test_batch"
@@ -93,7 +93,7 @@ def find_dir(path: Path) -> Path:
 
 
 def load(cfg: DataConfig) -> Source:
-    root = find_dir(Path(cfg.path).expanduser())
+    root = find_dir(user_path(cfg.path, "CIFAR-10 directory", DataError))
     missing = [n for n in TRAIN_BATCHES + [TEST_BATCH] if not (root / n).is_file()]
     if missing:
         raise DataError(f"CIFAR-10 directory {root} lacks {', '.join(missing)}")

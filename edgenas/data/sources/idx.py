@@ -15,7 +15,7 @@ from edgenas.data.config import DataConfig
 from edgenas.data.sources import Source
 from edgenas.data.splits import Pool
 from edgenas.errors import DataError
-from edgenas.validate import read_bytes
+from edgenas.validate import read_bytes, user_path
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -88,7 +88,7 @@ def find_files(root: Path) -> dict[str, Path]:
 
 
 def load(cfg: DataConfig) -> Source:
-    root = Path(cfg.path).expanduser()
+    root = user_path(cfg.path, "IDX dataset directory", DataError)
     files = find_files(root)
     arrays = {key: read_idx(path) for key, path in files.items()}
     pools = {}

@@ -15,6 +15,7 @@ import numpy as np
 from edgenas.data.config import DataConfig
 from edgenas.data.sources import Source
 from edgenas.data.splits import Pool
+from edgenas.validate import user_path
 from edgenas.errors import DataError, MissingDependencyError
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -66,7 +67,7 @@ def _scan(folder: Path, classes: list[str]) -> Pool:
 
 def load(cfg: DataConfig) -> Source:
     _pil()  # fail early, before scanning, when Pillow is missing
-    root = Path(cfg.path).expanduser()
+    root = user_path(cfg.path, "image folder", DataError)
     if root.exists() and not root.is_dir():
         raise DataError(f"{root}: got a file, expected an image folder: {LAYOUT}")
     if not root.is_dir():
