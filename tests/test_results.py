@@ -91,6 +91,11 @@ DELETE = object()
     (("budget", "latency_ms", "dev-a"), 1e300, "key 'budget.latency_ms.dev-a': got 1e+300, expected a latency budget"),
     (("budget", "mflops"), "8", "key 'budget.mflops': got '8', expected a finite number"),
     (("space",), "mbv3-tiny", "key 'space': got 'mbv3-tiny', expected a mapping"),
+    (("space", "name"), ["x"] * 9, "key 'space.name': got a list of 9 items, expected the name of the searched space"),
+    (("space", "colour"), "red", "key 'space.colour': got an unknown key, expected one of name, hash"),
+    (("strategy",), 3, "key 'strategy': got 3, expected a string"),
+    (("latency_tables", "dev-a"), 5, "key 'latency_tables.dev-a': got 5, expected a string"),
+    (("objective",), "macs", "key 'objective': got 'macs', expected the name of the objective metric"),
     (("front", 0), [], "key 'front.0': got a list [], expected a mapping"),
 ])
 def test_a_changed_file_is_refused_naming_file_and_key(written, tmp_path, path, value, message):

@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import numpy as np
 
@@ -32,7 +32,7 @@ from edgenas.errors import ConfigError
 from edgenas.io import atomic_write, atomic_write_json
 from edgenas.search.objectives import latency_metric_name, latency_table_of
 from edgenas.space import SearchSpace
-from edgenas.validate import echo, message, read_json
+from edgenas.validate import Invalid, echo, message, read_json, section_of, spec, value_of
 
 FORMAT = "edgenas-search-results"
 FORMAT_VERSION = 2
@@ -250,39 +250,38 @@ def load_results(path: str | Path) -> ResultsFile:
         raise bad("format_version", version, f"one of {', '.join(map(str, READABLE_VERSIONS))} "
                   f"(this edgenas reads those; {REGENERATE})")
 
-    space = data.get("space")
-    if not isinstance(space, dict):
-        raise bad("space", space, "a mapping {name, hash} of the searched space")
-    name, space_hash = space.get("name"), space.get("hash")
-    if not isinstance(name, str) or not 0 < len(name) <= 200:
-        raise bad("space.name", name, "the name of the searched space, a string")
-    if space_hash is not None and (not isinstance(space_hash, str) or not 0 < len(space_hash) <= 64):
-        raise bad("space.hash", space_hash, "the space's hash, a string, or null")
-    strategy = data.get("strategy")
-    if strategy is not None and not isinstance(strategy, str):
-        raise bad("strategy", strategy, "a string")
-    objective = data.get("objective", "accuracy")
-    if not isinstance(objective, str) or not 0 < len(objective) <= 200 or objective in ("arch", "latency_ms") + _COUNTS:
-        raise bad("objective", objective, "the name of the objective metric, a string such as 'accuracy'")
-
+    try:
+        space = section_of(_SpaceRef, data.get("space"), "space")
+        strategy = value_of(Optional[str], data.get("strategy"), "strategy", {"max_len": 200})
+        objective = value_of(str, data.get("objective", "accuracy"), "objective", _OBJECTIVE)
+        if objective in ("arch", "latency_ms") + _COUNTS:
+            raise Invalid("objective", objective, _OBJECTIVE["edgenas_spec"]["doc"])
+        tables = value_of(dict[str, Optional[str]], data.get("latency_tables", {}), "latency_tables")
+        if "top" not in data:
+            raise Invalid("top", "nothing (the key is missing)", "a non-empty list of ranked architectures", rendered=True)
+        top = value_of(list, data["top"], "top", {"min_len": 1, "doc": "a non-empty list of ranked architectures"})
+        front = value_of(list, data.get("front", []), "front", {"doc": "a list of architectures"})
+    except Invalid as exc:
+        raise exc.at(src) from None
+    name, space_hash = space.name, space.hash
     budget = _budget(data.get("budget", {}), bad)
-    tables = data.get("latency_tables", {})
-    if not isinstance(tables, dict) or not all(isinstance(v, (str, type(None))) for v in tables.values()):
-        raise bad("latency_tables", tables, "a mapping of table name to file path (or null)")
-
-    top = data.get("top")
-    if not isinstance(top, list) or not top:
-        raise bad("top", "nothing (the key is missing)" if "top" not in data else echo(top),
-                  "a non-empty list of ranked architectures", rendered=True)
-    front = data.get("front", [])
-    if not isinstance(front, list):
-        raise bad("front", front, "a list of architectures")
     for key, entries in (("top", top), ("front", front)):
         for i, e in enumerate(entries):
             _entry(e, f"{key}.{i}", objective, bad)
     return ResultsFile(path=path, format_version=version, space_name=name, space_hash=space_hash, strategy=strategy,
                        objective=objective, budget=budget, latency_tables=dict(tables), top=top, front=front,
                        data=data)
+
+
+@dataclass(frozen=True)
+class _SpaceRef:
+    """The searched space, as a results file names it."""
+
+    name: str = field(metadata=spec(min_len=1, max_len=200, doc="the name of the searched space, a string"))
+    hash: Optional[str] = field(default=None, metadata=spec(min_len=1, max_len=64))
+
+
+_OBJECTIVE = spec(min_len=1, max_len=200, doc="the name of the objective metric, a string such as 'accuracy'")
 
 
 def _number(value: Any) -> bool:
