@@ -278,10 +278,9 @@ def _measure_overhead(profile, t, fmt: ModelFormat, table: LatencyTable, saver: 
 
 
 def _bar(total: int, desc: str, progress: bool, position: int):
-    from tqdm import tqdm
+    from edgenas.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, unit="op", position=position, disable=not progress or total == 0,
-                leave=True, dynamic_ncols=True)
+    return progress_bar(total, desc, "op", enabled=progress, position=position)
 
 
 def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progress, position, on_result) -> None:

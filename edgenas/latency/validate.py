@@ -177,6 +177,9 @@ def plot_validation(report: ValidationReport, path: str | Path, title: str = "")
     """Predicted vs measured scatter with the y = x line and a ±10% band (matplotlib Agg)."""
     from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI backend
 
+    from edgenas.io import atomic_write
+    from edgenas.plotting import fit_title
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     m, p = report.compared, report.predicted
@@ -191,8 +194,7 @@ def plot_validation(report: ValidationReport, path: str | Path, title: str = "")
     ax.set_ylim(lo, hi)
     ax.set_xlabel("measured latency (ms)" + (f", / drift {report.drift:.3f}" if report.drift_subnets else ""))
     ax.set_ylabel("predicted latency (ms)")
-    ax.set_title(f"{title}\n{report.summary().split(': ', 1)[1]}", fontsize=7)
     ax.legend(loc="upper left", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
+    fit_title(ax, f"{title}\n{report.summary().split(': ', 1)[1]}", fontsize=8)
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
     return path

@@ -30,6 +30,7 @@ import numpy as np
 
 from edgenas.errors import ConfigError
 from edgenas.io import atomic_write, atomic_write_json
+from edgenas.plotting import fit_title
 from edgenas.search.objectives import latency_metric_name, latency_table_of
 from edgenas.space import SearchSpace
 from edgenas.validate import Invalid, echo, message, read_json, section_of, spec, value_of
@@ -133,10 +134,9 @@ class SearchResult:
         unit = "latency (ms)" if latency_table_of(axes[0]) else axes[0]
         ax.set_xlabel(unit)
         ax.set_ylabel(self.accuracy_name)
-        ax.set_title(f"{self.space.name}: {self.strategy}, seed {self.seed}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-        fig.tight_layout()
+        fit_title(ax, f"{self.space.name}: {self.strategy}, seed {self.seed}")
 
         def write(f):
             fig.savefig(f, format="png", dpi=120)

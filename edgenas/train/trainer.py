@@ -423,11 +423,11 @@ class _Trainer:
     def _bar(self, p: int, e: int, start: int):
         if not self.show_bars:
             return None
-        from tqdm import tqdm
+        from edgenas.progress import progress_bar
 
         phase = self.cfg.schedule.phases[p]
-        return tqdm(total=self.steps, initial=start, desc=f"{p + 1}/{len(self.cfg.schedule.phases)} {phase.name} "
-                    f"{e + 1}/{phase.epochs}", unit="step", leave=True, dynamic_ncols=True, file=sys.stderr)
+        return progress_bar(self.steps, f"{p + 1}/{len(self.cfg.schedule.phases)} {phase.name} {e + 1}/{phase.epochs}",
+                            "step", initial=start, file=sys.stderr)
 
     def _reduce(self, sums: torch.Tensor) -> torch.Tensor:
         if not self.dist.active:
