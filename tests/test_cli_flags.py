@@ -88,3 +88,12 @@ def test_any_text_is_a_value_in_range_or_a_type_error(text):
             assert len(str(exc)) < 120
         else:
             assert lo <= value <= hi and math.isfinite(value)
+
+
+@pytest.mark.parametrize("value", ["-1", "0", ".nan", "1e400", "9" * 5000, "[1, 2]", "{a: 1}"])
+def test_set_overrides_are_checked_with_a_short_message(value, tmp_path, capsys):
+    """`--set` values go through the training config's schema (edgenas.validate) before any work."""
+    assert main(["train", "--out", str(tmp_path / "run"), "--set", f"train.batch_size={value}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "train.batch_size" in lines[0] and len(lines[0]) < 300, lines
+    assert not (tmp_path / "run").exists()

@@ -199,7 +199,8 @@ def apply_overrides(data: Mapping[str, Any] | TrainConfig, overrides: list[str],
     for key, value in pairs:
         if key != "schedule.name":
             _set_path(resolved, key, value)
-    return TrainConfig.from_dict(resolved, f"{source} with --set {' '.join(overrides)}" if overrides else source)
+    shown = " ".join(o if len(o) <= 60 else o[:57] + "..." for o in overrides)  # never echo a huge value whole
+    return TrainConfig.from_dict(resolved, f"{source} with --set {shown}" if overrides else source)
 
 
 def _split_override(text: str) -> tuple[str, Any]:
