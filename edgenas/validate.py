@@ -22,7 +22,21 @@ Every problem is reported in one style, with echoed values cut to a few dozen ch
     FILE: key 'train.batch_size': got 0, expected an integer >= 1
 
 The contract for callers (and property tests): a loader given malformed input raises an
-`EdgeNASError` subclass (`ConfigError` unless the loader passes another), never anything else.
+`EdgeNASError` subclass (`ConfigError` unless the loader passes another), never anything else,
+and never changes the file. The loaders that keep it:
+
+    edgenas.space.load_space, SearchSpace.from_dict               ConfigError
+    edgenas.train.load_config, apply_overrides (--set)            ConfigError
+    edgenas.data.DataConfig.from_dict                             ConfigError
+    edgenas.data.load_dataset (IDX, CIFAR-10 pickles, folders)    DataError
+    edgenas.device.load_profile, DeviceProfile.from_dict          ConfigError
+    edgenas.latency.LatencyTable.load, load_ofa                   ConfigError
+    edgenas.search.results.load_results, read_results             ConfigError
+    edgenas.search.measure.read_measurements                      CheckpointError
+    edgenas.search.predictor.AccuracyPredictor.load               CheckpointError
+    edgenas.train.checkpoint.read, load_supernet                  CheckpointError
+    edgenas.supernet.convert.load_ofa_checkpoint                  CheckpointError
+    edgenas.export.card.load_card                                 EdgeNASError
 
 Why not pydantic: its messages ("Input should be greater than 0 [type=greater_than, ...]") would
 need rewriting for every error type to reach the style above, and the loaders' frozen dataclasses
