@@ -66,12 +66,12 @@ import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import math
 
 from edgenas.errors import ConfigError
-from edgenas.validate import _known_key, echo, message, read_yaml, user_path
+from edgenas.validate import Invalid, build, echo, message, read_yaml, section_of, spec, user_path
 
 TRANSPORTS = ("local", "ssh")
 RUNTIMES = ("onnxruntime", "tflite")
@@ -213,181 +213,140 @@ def load_profile(path: str | os.PathLike) -> DeviceProfile:
 
 
 # --------------------------------------------------------------------------------------------
-# validation
+# validation: the file's schema as dataclasses (edgenas.validate), then defaults filled in
 
-_MISSING = object()
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECONDS = "a positive number of seconds"
+
+
+@dataclass(frozen=True)
+class _SSHFile:
+    host: str = field(metadata=spec(min_len=1, max_len=253))
+    user: str = field(metadata=spec(min_len=1, max_len=256))
+    port: Optional[int] = field(default=None, metadata=spec(min=1, max=65535))
+    identity_file: Optional[str] = field(default=None, metadata=spec(min_len=1, max_len=4096))
+    known_hosts: Optional[str] = field(default=None, metadata=spec(min_len=1, max_len=4096))
+    trust_on_first_use: Optional[bool] = None
+    password_env: Optional[str] = field(default=None, metadata=spec(max_len=255))
+    connect_timeout: Optional[float] = field(default=None, metadata=spec(gt=0, max=86400, doc=_SECONDS))
+    command_timeout: Optional[float] = field(default=None, metadata=spec(gt=0, max=10**7, doc=_SECONDS))
+    retries: Optional[int] = field(default=None, metadata=spec(min=0, max=100))
+    backoff: Optional[float] = field(default=None, metadata=spec(min=0, max=3600))
+
+    def __post_init__(self) -> None:
+        if not self.host.strip():
+            raise Invalid("host", self.host, "a non-empty host name or address")
+        if self.password_env is not None and not _NAME.fullmatch(self.password_env):
+            # never echo it: it may be the password itself
+            raise Invalid("password_env", "a value that is not a variable name",
+                          "the NAME of an environment variable, not a password", rendered=True)
+
+
+@dataclass(frozen=True)
+class _OrtOptions:
+    providers: Optional[tuple[str, ...]] = field(default=None, metadata=spec(
+        min_len=1, max_len=len(ORT_PROVIDERS), each=spec(choices=ORT_PROVIDERS),
+        doc=f"a list of at least one provider of {', '.join(ORT_PROVIDERS)}"))
+    spinning: Optional[bool] = None  # onnxruntime's intra-op thread spinning (default on)
+
+    def __post_init__(self) -> None:
+        if self.providers is not None and len(set(self.providers)) != len(self.providers):
+            raise Invalid("providers", list(self.providers), "each provider once")
+
+
+@dataclass(frozen=True)
+class _TFLiteOptions:
+    delegate: Optional[str] = field(default=None, metadata=spec(choices=TFLITE_DELEGATES))
+    delegate_library: Optional[str] = field(default=None, metadata=spec(min_len=1, max_len=4096))
+    interpreter: Optional[str] = field(default=None, metadata=spec(choices=TFLITE_INTERPRETERS))
+
+
+@dataclass(frozen=True)
+class _ProfileFile:
+    name: str = field(metadata=spec(min_len=1, max_len=100))
+    transport: str = field(metadata=spec(choices=TRANSPORTS))
+    runtime: str = field(metadata=spec(choices=RUNTIMES))
+    description: Optional[str] = None
+    ssh: Optional[_SSHFile] = None
+    python: Optional[str] = field(default=None, metadata=spec(min_len=1, max_len=4096))
+    runtime_options: Optional[dict] = None  # checked by the runtime's own schema
+    threads: Optional[int] = field(default=None, metadata=spec(min=1, max=1024))
+    warmup: Optional[int] = field(default=None, metadata=spec(min=0, max=10**6))
+    runs: Optional[int] = field(default=None, metadata=spec(min=1, max=10**6))
+    rounds: Optional[int] = field(default=None, metadata=spec(min=1, max=1000))
+    workdir: Optional[str] = field(default=None, metadata=spec(min_len=1, max_len=4096))
+    env: Optional[dict] = None  # NAME: scalar, checked below
+
+    def __post_init__(self) -> None:
+        if not self.name.strip():
+            raise Invalid("name", self.name, "a non-empty device name")
+        if self.transport == "ssh" and self.ssh is None:
+            raise Invalid("ssh", "nothing", "an ssh section (host, user, ...) when transport is ssh", rendered=True)
+        if self.transport != "ssh" and self.ssh is not None:
+            raise Invalid("ssh", "an ssh section", "none: it is only allowed with transport: ssh", rendered=True)
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 class _Parser:
-    """Checks one mapping section by section; every message names the field and the file."""
+    """Checks one profile mapping against the schema above; every message names the key and the file."""
 
     def __init__(self, source: str):
         self.source = source
 
-    def fail(self, field_name: str, value: Any, expected: str, rendered: bool = False) -> ConfigError:
-        return ConfigError(message(self.source, field_name, value if rendered else echo(value), expected))
-
-    def section(self, data: Any, where: str, allowed: tuple[str, ...]) -> dict:
-        if not isinstance(data, dict):
-            raise self.fail(where or None, data, f"a mapping of {', '.join(allowed)}")
-        for k in data:
-            if not isinstance(k, str) or k not in allowed:
-                name = f"{where}.{k}" if where else str(k)
-                raise self.fail(name, "an unknown key", _known_key(k, list(allowed)), rendered=True)
-        return data
-
-    def get(self, data: dict, key: str, where: str, types, default=_MISSING, choices=None, minimum=None):
-        name = f"{where}.{key}" if where else key
-        value = data.get(key, _MISSING)
-        if not isinstance(types, tuple):
-            types = (types,)
-        want = " or ".join(_TYPE_NAMES.get(t, t.__name__) for t in types)
-        if choices is not None:
-            want = f"one of {', '.join(map(str, choices))}"
-        elif minimum is not None:
-            want += f" >= {minimum}"
-        if value is _MISSING or value is None:
-            if default is _MISSING:
-                raise self.fail(name, "nothing (the key is required)", want, rendered=True)
-            return default
-        # bool is an int in Python; never accept it where a number is meant.
-        ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
-        if ok and isinstance(value, float) and not math.isfinite(value):
-            ok = False
-        if ok and isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**9:
-            raise self.fail(name, value, f"{want} and <= {10**9}")
-        if ok and isinstance(value, str) and len(value) > 4096:
-            raise self.fail(name, f"a string of {len(value)} characters", "at most 4096 characters", rendered=True)
-        if not ok or (choices is not None and value not in choices) or (minimum is not None and value < minimum):
-            raise self.fail(name, value, want)
-        return value
-
     def profile(self, data: Any) -> DeviceProfile:
         if data is None:
-            raise self.fail(None, "an empty file", "a device profile (see device_profiles/README.md)", rendered=True)
-        top = (
-            "name", "description", "transport", "ssh", "python", "runtime", "runtime_options",
-            "threads", "warmup", "runs", "rounds", "workdir", "env",
-        )
-        d = self.section(data, "", top)
-        name = self.get(d, "name", "", str)
-        if not name.strip():
-            raise self.fail("name", name, "a non-empty string")
-        transport = self.get(d, "transport", "", str, choices=TRANSPORTS)
-        runtime = self.get(d, "runtime", "", str, choices=RUNTIMES)
+            raise ConfigError(message(self.source, None, "an empty file", "a device profile (see device_profiles/README.md)"))
+        if isinstance(data, dict) and isinstance(data.get("ssh"), dict) and "password" in data["ssh"]:
+            raise ConfigError(message(
+                self.source, "ssh.password", "a password (refused: passwords never live in profiles)",
+                "'password_env: NAME' with NAME exported in the shell, or better a key (identity_file) or ssh-agent"))
+        f = build(_ProfileFile, data, self.source)
+        try:
+            options = self.runtime_options(f.runtime, f.runtime_options)
+            env = self.env(f.env)
+        except Invalid as exc:
+            raise exc.at(self.source) from None
         ssh = None
-        if transport == "ssh":
-            if d.get("ssh") is None:
-                raise self.fail("ssh", "nothing", "an ssh section (host, user, ...) when transport is ssh", rendered=True)
-            ssh = self.ssh(d["ssh"])
-        elif d.get("ssh") is not None:
-            raise self.fail("ssh", "an ssh section", "none: it is only allowed with transport: ssh", rendered=True)
-        default_python = sys.executable if transport == "local" else "python3"
-        python = self.get(d, "python", "", str, default=default_python)
-        options = self.runtime_options(runtime, d.get("runtime_options"))
-        env_raw = d.get("env")
-        env: dict[str, str] = {}
-        if env_raw is not None:
-            if not isinstance(env_raw, dict):
-                raise self.fail("env", env_raw, "a mapping of NAME: value")
-            for k, v in env_raw.items():
-                if not isinstance(k, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", k):
-                    raise self.fail(f"env.{echo(k)[1:-1] if isinstance(k, str) else k}", "an invalid name", "an environment variable NAME (letters, digits, _)", rendered=True)
-                if isinstance(v, (dict, list)) or v is None:
-                    raise self.fail(f"env.{k}", v, "a string")
-                env[k] = str(v).lower() if isinstance(v, bool) else str(v)
-        return DeviceProfile(
-            name=name,
-            description=self.get(d, "description", "", str, default=""),
-            transport=transport,
-            runtime=runtime,
-            python=python,
-            runtime_options=options,
-            threads=self.get(d, "threads", "", int, default=1, minimum=1),
-            warmup=self.get(d, "warmup", "", int, default=10, minimum=0),
-            runs=self.get(d, "runs", "", int, default=50, minimum=1),
-            rounds=self.get(d, "rounds", "", int, default=1, minimum=1),
-            workdir=self.get(d, "workdir", "", str, default="/tmp"),
-            env=env,
-            ssh=ssh,
-            source=self.source,
-        )
-
-    def ssh(self, data: Any) -> SSHConfig:
-        if isinstance(data, dict) and "password" in data:
-            raise self.fail(
-                "ssh.password", "a password (refused: passwords never live in profiles)",
-                "'password_env: NAME' with NAME exported in the shell, or better a key (identity_file) or ssh-agent",
-                rendered=True,
+        if f.ssh is not None:
+            s = f.ssh
+            ssh = SSHConfig(
+                host=s.host, user=s.user, port=_or(s.port, 22),
+                identity_file=os.path.expanduser(s.identity_file) if s.identity_file else None,
+                known_hosts=os.path.expanduser(_or(s.known_hosts, "~/.ssh/known_hosts")),
+                trust_on_first_use=_or(s.trust_on_first_use, False), password_env=s.password_env,
+                connect_timeout=_or(s.connect_timeout, 10.0), command_timeout=_or(s.command_timeout, 600.0),
+                retries=_or(s.retries, 3), backoff=_or(s.backoff, 1.0),
             )
-        keys = (
-            "host", "port", "user", "identity_file", "known_hosts", "trust_on_first_use",
-            "password_env", "connect_timeout", "command_timeout", "retries", "backoff",
-        )
-        d = self.section(data, "ssh", keys)
-        num = (int, float)
-        identity = self.get(d, "identity_file", "ssh", str, default=None)
-        password_env = self.get(d, "password_env", "ssh", str, default=None)
-        if password_env is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", password_env):
-            raise self.fail("ssh.password_env", "a value that is not a variable name",
-                            "the NAME of an environment variable, not a password", rendered=True)
-        port = self.get(d, "port", "ssh", int, default=22, minimum=1)
-        if port > 65535:
-            raise self.fail("ssh.port", port, "an integer from 1 to 65535")
-        host = self.get(d, "host", "ssh", str)
-        if not host.strip():
-            raise self.fail("ssh.host", host, "a non-empty host name or address")
-        connect_timeout = float(self.get(d, "connect_timeout", "ssh", num, default=10.0))
-        command_timeout = float(self.get(d, "command_timeout", "ssh", num, default=600.0))
-        backoff = float(self.get(d, "backoff", "ssh", num, default=1.0, minimum=0))
-        for fname, v in (("connect_timeout", connect_timeout), ("command_timeout", command_timeout)):
-            if v <= 0:
-                raise self.fail(f"ssh.{fname}", v, "a positive number of seconds")
-        return SSHConfig(
-            host=host,
-            user=self.get(d, "user", "ssh", str),
-            port=port,
-            identity_file=os.path.expanduser(identity) if identity else None,
-            known_hosts=os.path.expanduser(self.get(d, "known_hosts", "ssh", str, default="~/.ssh/known_hosts")),
-            trust_on_first_use=self.get(d, "trust_on_first_use", "ssh", bool, default=False),
-            password_env=password_env,
-            connect_timeout=connect_timeout,
-            command_timeout=command_timeout,
-            retries=self.get(d, "retries", "ssh", int, default=3, minimum=0),
-            backoff=backoff,
+        return DeviceProfile(
+            name=f.name, description=_or(f.description, ""), transport=f.transport, runtime=f.runtime,
+            python=_or(f.python, sys.executable if f.transport == "local" else "python3"),
+            runtime_options=options, threads=_or(f.threads, 1), warmup=_or(f.warmup, 10), runs=_or(f.runs, 50),
+            rounds=_or(f.rounds, 1), workdir=_or(f.workdir, "/tmp"), env=env, ssh=ssh, source=self.source,
         )
 
-    def runtime_options(self, runtime: str, data: Any) -> dict[str, Any]:
-        if data is None:
-            data = {}
+    @staticmethod
+    def runtime_options(runtime: str, data: Any) -> dict[str, Any]:
         if runtime == "onnxruntime":
-            d = self.section(data, "runtime_options", ("providers", "spinning"))
-            providers = self.get(d, "providers", "runtime_options", list, default=["CPUExecutionProvider"])
-            if not providers:
-                raise self.fail("runtime_options.providers", providers, "a list of at least one provider")
-            for i, p in enumerate(providers):
-                if p not in ORT_PROVIDERS:
-                    raise self.fail(f"runtime_options.providers.{i}", p, f"one of {', '.join(ORT_PROVIDERS)}")
-            if len(set(providers)) != len(providers):
-                raise self.fail("runtime_options.providers", providers, "each provider once")
-            spinning = self.get(d, "spinning", "runtime_options", bool, default=True)
-            return {"providers": list(providers), "spinning": spinning}
-        d = self.section(data, "runtime_options", ("delegate", "delegate_library", "interpreter"))
-        return {
-            "delegate": self.get(d, "delegate", "runtime_options", str, default="xnnpack", choices=TFLITE_DELEGATES),
-            "delegate_library": self.get(
-                d, "delegate_library", "runtime_options", str, default="libtensorflowlite_gpu_delegate.so"
-            ),
-            "interpreter": self.get(
-                d, "interpreter", "runtime_options", str, default="auto", choices=TFLITE_INTERPRETERS
-            ),
-        }
+            o = section_of(_OrtOptions, {} if data is None else data, "runtime_options")
+            return {"providers": list(_or(o.providers, ("CPUExecutionProvider",))), "spinning": _or(o.spinning, True)}
+        o = section_of(_TFLiteOptions, {} if data is None else data, "runtime_options")
+        return {"delegate": _or(o.delegate, "xnnpack"),
+                "delegate_library": _or(o.delegate_library, "libtensorflowlite_gpu_delegate.so"),
+                "interpreter": _or(o.interpreter, "auto")}
 
-
-_TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list", dict: "a mapping"}
-
-
-def _tname(value: Any) -> str:
-    return {str: "string", int: "integer", float: "number", bool: "boolean", list: "list", dict: "mapping"}.get(
-        type(value), type(value).__name__
-    )
+    @staticmethod
+    def env(data: Any) -> dict[str, str]:
+        env: dict[str, str] = {}
+        for k, v in (data or {}).items():
+            if not isinstance(k, str) or not _NAME.fullmatch(k) or len(k) > 255:
+                raise Invalid(f"env.{echo(k)[1:-1] if isinstance(k, str) else k}", "an invalid name",
+                              "an environment variable NAME (letters, digits, _)", rendered=True)
+            if isinstance(v, (dict, list)) or v is None or (isinstance(v, str) and len(v) > 4096):
+                raise Invalid(f"env.{k}", v, "a string of at most 4096 characters")
+            if isinstance(v, float) and not math.isfinite(v):
+                raise Invalid(f"env.{k}", v, "a string")
+            env[k] = str(v).lower() if isinstance(v, bool) else str(v)
+        return env
