@@ -57,3 +57,29 @@ def _texts(fig) -> list:
         if legend is not None:
             texts += legend.get_texts()
     return texts
+
+
+def fit_labels(fig, labels, spans_px, min_fontsize: float = MIN_FONTSIZE) -> None:
+    """Shrink, then cut ("..."), each label until it is no wider than its span (pixels) and lies
+    inside the figure: e.g. the phase names over a training plot, where phases can be short and names long."""
+    canvas = fig.canvas if hasattr(fig.canvas, "get_renderer") else None
+    if canvas is None:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+        canvas = FigureCanvasAgg(fig)
+    renderer = canvas.get_renderer()
+    for label, span in zip(labels, spans_px):
+        full = label.get_text()
+        keep = len(full)
+        for _ in range(200):
+            e = label.get_window_extent(renderer)
+            if e.width <= span and e.x0 >= fig.bbox.x0 and e.x1 <= fig.bbox.x1:
+                break
+            if label.get_fontsize() > min_fontsize:
+                label.set_fontsize(max(min_fontsize, label.get_fontsize() - 1))
+            elif keep > 1:
+                keep -= 1
+                label.set_text(full[:keep] + "...")
+            else:
+                label.set_visible(False)  # no room at all
+                break

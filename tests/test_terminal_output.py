@@ -134,3 +134,25 @@ def test_validation_plot_title_fits(tmp_path, saved_figures):
                               drift=1.04, drift_subnets=3)
     plot_validation(report, tmp_path / "v.png", title=f"{LONG}-mbv3-w1.0")
     assert len(saved_figures) == 1 and saved_figures[0][1] == []
+
+
+def test_training_plot_phase_names_fit_their_spans(tmp_path, saved_figures):
+    """A real training run whose phases have long names: every label lies inside the figure and
+    none overlaps its neighbour."""
+    from edgenas.cli import main
+
+    long = "a-long-phase-name-that-a-user-chose-to-describe-what-it-trains-at-full-size-and-at-every-kernel-"[:95]
+    phases = ("[{name: %s1, epochs: 1, lr: 0.05, kernel_sizes: max, expand_ratios: max, depths: max}, "
+              "{name: %s2, epochs: 1, lr: 0.02, expand_ratios: max, depths: max}]" % (long, long))
+    assert main(["train", str(REPO / "configs" / "digits-tiny.yaml"), "--out", str(tmp_path / "run"), "--no-progress",
+                 "--set", "train.steps_per_epoch=1", "--set", "train.validate=false", "--set",
+                 "train.bn_recal_images=32", "--set", "train.val_bn_images=32", "--set", "train.test_at_end=false",
+                 "--set", f"schedule.phases={phases}"]) == 0
+    assert (tmp_path / "run" / "train_plot.png").is_file()
+    fig, out = saved_figures[-1]
+    assert out == []
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    renderer = FigureCanvasAgg(fig).get_renderer()  # pyplot closed the figure after saving it
+    boxes = sorted((t.get_window_extent(renderer) for t in fig.axes[0].texts if t.get_visible()), key=lambda b: b.x0)
+    assert len(boxes) == 2 and boxes[0].x1 <= boxes[1].x0

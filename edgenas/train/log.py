@@ -63,18 +63,24 @@ class RunLog:
                 ax_acc.plot(*zip(*pts), marker="o", label=label)
         ax_acc.set_ylabel("accuracy (%)")
         ax_acc.set_xlabel("epoch")
-        start = 0
+        start, labels = 0, []
         for i, r in enumerate(epochs):
             if i + 1 == len(epochs) or epochs[i + 1]["phase"] != r["phase"]:
                 for ax in (ax_loss, ax_acc):
                     ax.axvspan(start + 0.5, x[i] + 0.5, alpha=0.08 if r["phase_index"] % 2 else 0.0, color="k")
-                ax_loss.text((start + x[i] + 1) / 2, 1.0, r["phase"], ha="center", va="bottom", fontsize=8,
-                             transform=ax_loss.get_xaxis_transform())
+                labels.append((ax_loss.text((start + x[i] + 1) / 2, 1.0, r["phase"], ha="center", va="bottom",
+                                            fontsize=8, transform=ax_loss.get_xaxis_transform()), start, x[i]))
                 start = x[i]
         for ax in (ax_loss, ax_acc):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
         fig.tight_layout()
+        from edgenas.plotting import fit_labels
+
+        ax_loss.get_xlim()  # settle the autoscaled limits before reading the transform
+        px = ax_loss.transData.transform([(0.5, 0), (1.5, 0)])
+        per_epoch = abs(px[1][0] - px[0][0])  # pixels per epoch, after the layout
+        fit_labels(fig, [t for t, _, _ in labels], [per_epoch * (b - a) for _, a, b in labels])
         from edgenas.io import atomic_write
 
         atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
