@@ -103,7 +103,9 @@ def test_export_out_holding_an_input_it_would_replace(run, capsys, tmp_path):
 
 def test_train_config_in_the_run_directory_it_rewrites(run, capsys):
     refused(["train", run["config"], "--out", run["run"], *QUICK], capsys, run["config"], run["checkpoint"],
-            expect="input CONFIG")
+            expect="--resume")
+    refused(["train", run["config"], "--out", run["run"], "--resume"], capsys, run["config"], run["checkpoint"],
+            expect="config.yaml that train rewrites")
 
 
 def test_profile_out_at_the_device_profile(run, capsys, tmp_path):
