@@ -137,6 +137,11 @@ def test_outputs_where_nothing_can_be_created(run, capsys):
 def test_a_directory_where_a_file_is_written_and_the_reverse(run, capsys, tmp_path):
     refused(search_args(run, "--out", tmp_path), capsys, expect="is a directory; give a file path")
     refused(["predictor", "build", run["run"], "--out", tmp_path], capsys, expect="is a directory")
+    refused(["predictor", "build", run["run"], "--out", tmp_path / "p.pt", "--measurements", tmp_path], capsys,
+            expect="--measurements")
+    refused(["profile", "local-cpu", "--space", "mbv3-tiny", "--out", tmp_path], capsys, expect="is a directory")
+    refused(["profile", "local-cpu", "--space", "mbv3-tiny", "--out-dir", run["results"]], capsys,
+            expect="not a directory")
     refused(["export", "--supernet", run["run"], "--arch", "x", "--out", run["results"]], capsys, run["results"],
             expect="is a file; give a directory")
     refused(["train", "--out", run["results"]], capsys, run["results"], expect="is a file; give a directory")
