@@ -119,7 +119,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     # 3. Profile this CPU (only missing keys are measured on a rerun).
     profile = DeviceProfile.from_dict(LOCAL_CPU, source="edgenas demo")
     table_path = out / "latency_table.yaml"
-    profile_device(profile, space, out=table_path, progress=bool(progress), seed=seed)
+    # None: a bar on a terminal, plain progress lines in a log (edgenas.progress)
+    profile_device(profile, space, out=table_path, progress=progress is not False, seed=seed)
     table = LatencyTable.load(table_path)
     step("profile")
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-import sys
 
 from edgenas.cli import add_common
 from edgenas.cli import types as T
@@ -40,7 +39,7 @@ def run(args) -> int:
     check_outputs({}, dirs={"--out": (args.out, [])})
     formats = args.formats.split(",") if args.formats else None
     result = run_demo(args.out, overrides=args.set, samples=args.samples,
-                      formats=formats, seed=args.seed, progress=sys.stderr.isatty())
+                      formats=formats, seed=args.seed, progress=None)
     if args.json:
         data = {k: v for k, v in vars(result).items() if k not in ("out_dir", "report")}
         data.update(out_dir=str(result.out_dir), report=str(result.report), within_budget=result.within_budget)
