@@ -393,7 +393,7 @@ def test_cli_refuses_a_profile_that_cannot_run_the_formats_before_exporting(tmp_
                      "--out", str(out), "--measure", str(profile)])
     assert code == 2
     err = capsys.readouterr().err
-    assert "tflite-box runs tflite models, but the export has no file for it; add --format tflite or tflite-int8" in err
+    assert "tflite-box runs tflite models, but the export has no file for it; add --format tflite or pick" in err
     assert not out.exists()
 
 

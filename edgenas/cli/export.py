@@ -95,6 +95,14 @@ def run(args: argparse.Namespace) -> int:
         arch = Arch.parse(args.arch, space)
 
     tables = _load_tables(args.latency_table)
+    for t in tables:  # a table of edgenas's predicts the files of its runtime and precision only (OFA's: any)
+        if t.header.get("runtime") in ("onnxruntime", "tflite") and not any(FORMATS_BY_NAME[f].runtime == t.header.get("runtime") and FORMATS_BY_NAME[f].precision == t.precision
+                   for f in formats):
+            wanted = [n for n, f in FORMATS_BY_NAME.items()
+                      if f.runtime == t.header.get("runtime") and f.precision == t.precision]
+            raise EdgeNASError(f"latency table {t.name} is an {t.precision} {t.header.get('runtime')} table, but "
+                               f"--format {','.join(formats)} writes no such file; add --format "
+                               f"{' or '.join(wanted) or 'a matching format'}, or pass a table of the precision you export")
     budget = args.budget_ms
     if budget is None and entry is not None:
         budget = entry.budget_for([getattr(t, "name", "") for t in tables])

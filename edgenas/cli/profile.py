@@ -43,6 +43,11 @@ def add_parser(subparsers) -> None:
                    help="layer models uploaded and measured per agent run (with rounds > 1 their rounds interleave)")
     p.add_argument("--seed", type=T.seed, default=0, help="seed of the calibration and validation subnets")
     p.add_argument("--json", action="store_true", help="print one JSON report per device on stdout")
+    p.add_argument("--supernet", metavar="CKPT",
+                   help="int8 profiles: the trained supernet whose layers and training images calibrate every "
+                        "layer's quantization (required for precision: int8)")
+    p.add_argument("--calib-images", type=T.count(1, 4096), default=32, metavar="N",
+                   help="int8: training images whose activations calibrate each layer (default 32)")
     p.set_defaults(run=run)
 
 
@@ -61,12 +66,16 @@ def run(args: argparse.Namespace) -> int:
     outs = [args.out] if args.out else [default_table_path(p, space, args.out_dir) for p in profiles]
     plots = ([args.plot] if args.plot and len(profiles) == 1 else [o.with_suffix(".validation.png") for o in outs]
              ) if args.validate else []
-    inputs = {"PROFILE": [p for p in args.profiles if Path(p).is_file()], "--space": args.space if Path(args.space).is_file() else None}
+    inputs = {"PROFILE": [p for p in args.profiles if Path(p).is_file()], "--space": args.space if Path(args.space).is_file() else None,
+              "--supernet": args.supernet}
     check_outputs(inputs, files=[("--out" if args.out else "--out-dir", o) for o in outs] + [("--plot", p) for p in plots])
     progress = not getattr(args, "quiet", False)
+    activations = _activations(args, space) if any(p.precision == "int8" for p in profiles) else None
+    if activations is None and args.supernet:
+        log.info("--supernet is used by int8 profiles only; these are fp32")
     reports = profile_many(profiles, space, outs=outs, resolutions=args.resolutions, calibrate=args.calibrate,
                            seed=args.seed, warmup=args.warmup, runs=args.runs, chunk_size=args.chunk_size,
-                           progress=progress)
+                           progress=progress, activations=activations)
     status, errors = 0, []
     for profile, report in zip(profiles, reports):
         if isinstance(report, BaseException):
@@ -89,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
                 log.warning("%s: failed %s: %s", profile.name, key, err)
         elif args.validate:
             plot = plots[profiles.index(profile)]
-            v = validate_table(report.table, profile, args.validate, seed=args.seed, plot=plot, progress=progress)
+            v = validate_table(report.table, profile, args.validate, seed=args.seed, plot=plot, progress=progress,
+                               activations=activations)
             out["validation"] = v.to_dict()
             log.info("%s: validation: %s; plot %s", profile.name, v.summary(), v.plot)
         if args.json:
@@ -99,3 +109,23 @@ def run(args: argparse.Namespace) -> int:
             print(f"edgenas: error: {e}", file=sys.stderr)
         return 2
     return status
+
+
+def _activations(args, space):
+    """The trained supernet and training images that calibrate an int8 table's layers."""
+    import torch
+
+    from edgenas.data import load_dataset
+    from edgenas.errors import EdgeNASError
+    from edgenas.latency.int8 import ActivationSource
+    from edgenas.train.checkpoint import load_supernet
+
+    if not args.supernet:
+        raise EdgeNASError("an int8 profile calibrates every layer on real activations: pass --supernet CKPT "
+                           "(a trained supernet of this space; its training images are used)")
+    supernet, info = load_supernet(args.supernet, "cpu", space=space)
+    if info.data is None:
+        raise EdgeNASError(f"checkpoint {args.supernet} does not record its data config; retrain it with a current edgenas")
+    data = load_dataset(info.data)
+    images = data.sample_images("train", args.calib_images, torch.Generator().manual_seed(args.seed))
+    return ActivationSource(supernet, images, f"{len(images)} {data.name} training images", seed=args.seed)

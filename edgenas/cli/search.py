@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     predictor = AccuracyPredictor.load(predictor_path, space)
     accuracy = predictor_metric(predictor)
 
-    tables, latency, measured = load_tables(args.latency_table, space, force=args.force)
+    tables, latency, measured, precisions = load_tables(args.latency_table, space, force=args.force)
     constraints = [Constraint(m, args.latency_ms) for m in latency]
     for flag, name in (("max_mflops", "mflops"), ("max_params", "mparams"), ("max_peak_kb", "peak_kb")):
         if getattr(args, flag) is not None:
@@ -102,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
     if args.verify:
         from edgenas.search.verify import verify
 
-        result.extra["verify"] = verify(supernet, info, result, args)
+        result.extra["verify"] = verify(supernet, info, result, args, precisions=precisions)
     result.save(args.out)
     result.plot(plot)
     print(result.summary())
@@ -128,13 +128,14 @@ def default_resolutions(info, measured: list[set[int]]) -> tuple[int, ...]:
 
 
 def load_tables(paths: list[str], space, force: bool = False):
-    """Latency tables, their metrics and the resolutions each measured; names made unique
-    ("note10", "note10-2"). A table that profile marked unreliable is an error unless `force`."""
+    """Latency tables, their metrics, the resolutions each measured and {name: precision}; names
+    made unique ("note10", "note10-2"). A table that profile marked unreliable is an error unless
+    `force`."""
     from edgenas.errors import EdgeNASError
     from edgenas.latency.table import LatencyTable
     from edgenas.search import latency_metric
 
-    tables, metrics, measured = {}, [], []
+    tables, metrics, measured, precisions = {}, [], [], {}
     for path in paths:
         table = LatencyTable.load(path)
         if table.unreliable:
@@ -149,5 +150,6 @@ def load_tables(paths: list[str], space, force: bool = False):
         while name in tables:
             name, n = f"{table.name}-{n}", n + 1
         tables[name] = str(path)
+        precisions[name] = table.precision
         metrics.append(latency_metric(table, name, space))
-    return tables, metrics, measured
+    return tables, metrics, measured, precisions

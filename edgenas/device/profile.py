@@ -49,6 +49,9 @@ Schema (``*`` marks a required field)::
                            interpreter's num_threads, which XNNPACK uses)
     warmup           int   untimed runs before timing each model, default 10
     runs             int   timed runs per model, default 50
+    precision        str   "fp32" (default) or "int8": the models measured and the latency
+                           table built (onnxruntime int8: static QDQ as `edgenas export
+                           --format onnx-int8` writes it); the table key gets _int8
     rounds           int   split the timed runs into this many rounds and report the lowest
                            round median, default 1 (plain median); use 3-5 on shared machines,
                            where bursts of load from other processes disturb single rounds
@@ -75,6 +78,10 @@ from edgenas.validate import Invalid, build, echo, message, read_yaml, section_o
 
 TRANSPORTS = ("local", "ssh")
 RUNTIMES = ("onnxruntime", "tflite")
+PRECISIONS = ("fp32", "int8", "fp16")
+# The precisions whose latency tables edgenas builds, per runtime. TFLite int8 tables need one
+# PT2E conversion per layer (~4 s each) until conversions are batched; fp16 is not built yet.
+RUNTIME_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "tflite": ("fp32",)}
 ORT_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
 TFLITE_DELEGATES = ("xnnpack", "gpu", "none")
 TFLITE_INTERPRETERS = ("auto", "ai_edge_litert", "tflite_runtime")
@@ -120,6 +127,7 @@ class DeviceProfile:
     warmup: int = 10  # untimed runs per model
     runs: int = 50  # timed runs per model
     rounds: int = 1  # the runs are split into rounds; the lowest round median is reported
+    precision: str = "fp32"  # of the models measured: "fp32" | "int8" (see RUNTIME_PRECISIONS)
     workdir: str = "/tmp"
     env: Mapping[str, str] = field(default_factory=dict)
     ssh: SSHConfig | None = None
@@ -134,7 +142,7 @@ class DeviceProfile:
                 opts += "-nospin"
         else:
             opts = self.runtime_options["delegate"]
-        raw = f"{self.name}_{self.runtime}-{opts}_t{self.threads}"
+        raw = f"{self.name}_{self.runtime}-{opts}_t{self.threads}" + ("" if self.precision == "fp32" else f"_{self.precision}")
         return re.sub(r"[^A-Za-z0-9.+_-]+", "-", raw)
 
     @property
@@ -184,6 +192,7 @@ class DeviceProfile:
             "warmup": self.warmup,
             "runs": self.runs,
             "rounds": self.rounds,
+            "precision": self.precision,
             "workdir": self.workdir,
             "env": dict(self.env),
         }
@@ -274,6 +283,7 @@ class _ProfileFile:
     warmup: Optional[int] = field(default=None, metadata=spec(min=0, max=10**6))
     runs: Optional[int] = field(default=None, metadata=spec(min=1, max=10**6))
     rounds: Optional[int] = field(default=None, metadata=spec(min=1, max=1000))
+    precision: Optional[str] = field(default=None, metadata=spec(choices=PRECISIONS))
     workdir: Optional[str] = field(default=None, metadata=spec(min_len=1, max_len=4096))
     env: Optional[dict] = None  # NAME: scalar, checked below
 
@@ -284,6 +294,9 @@ class _ProfileFile:
             raise Invalid("ssh", "nothing", "an ssh section (host, user, ...) when transport is ssh", rendered=True)
         if self.transport != "ssh" and self.ssh is not None:
             raise Invalid("ssh", "an ssh section", "none: it is only allowed with transport: ssh", rendered=True)
+        if _or(self.precision, "fp32") not in RUNTIME_PRECISIONS[self.runtime]:
+            raise Invalid("precision", self.precision, f"one of {', '.join(RUNTIME_PRECISIONS[self.runtime])} for "
+                          f"runtime {self.runtime} (edgenas builds no {self.precision} latency tables for it yet)")
 
 
 def _or(value, default):
@@ -324,7 +337,8 @@ class _Parser:
             name=f.name, description=_or(f.description, ""), transport=f.transport, runtime=f.runtime,
             python=_or(f.python, sys.executable if f.transport == "local" else "python3"),
             runtime_options=options, threads=_or(f.threads, 1), warmup=_or(f.warmup, 10), runs=_or(f.runs, 50),
-            rounds=_or(f.rounds, 1), workdir=_or(f.workdir, "/tmp"), env=env, ssh=ssh, source=self.source,
+            rounds=_or(f.rounds, 1), precision=_or(f.precision, "fp32"), workdir=_or(f.workdir, "/tmp"), env=env,
+            ssh=ssh, source=self.source,
         )
 
     @staticmethod

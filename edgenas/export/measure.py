@@ -60,11 +60,18 @@ class LatencyComparison:
 
 
 def check_measurable(profile, formats) -> None:
-    """EdgeNASError unless one of `formats` is a file the profile's runtime can run."""
-    if not any(f in FORMATS and FORMATS[f].runtime == profile.runtime for f in formats):
-        wanted = " or ".join(n for n, f in FORMATS.items() if f.runtime == profile.runtime) or "another format"
-        raise EdgeNASError(f"device profile {profile.name} runs {profile.runtime} models, but the export has no "
+    """EdgeNASError unless one of `formats` is a file the profile measures: its runtime and precision."""
+    if not any(_measures(profile, f) for f in formats):
+        wanted = " or ".join(n for n in FORMATS if _measures(profile, n)) or "another format"
+        what = profile.runtime if profile.precision == "fp32" else f"{profile.precision} {profile.runtime}"
+        raise EdgeNASError(f"device profile {profile.name} runs {what} models, but the export has no "
                            f"file for it; add --format {wanted} or pick a profile for another runtime")
+
+
+def _measures(profile, fmt: str) -> bool:
+    """Whether a profile measures files of format `fmt` (same runtime, same precision)."""
+    return fmt in FORMATS and FORMATS[fmt].runtime == profile.runtime and \
+        FORMATS[fmt].precision == getattr(profile, "precision", "fp32")
 
 
 def _predicted_for(card: dict, profile) -> tuple[str | None, float | None]:
@@ -107,10 +114,10 @@ def measure_exports(
         profile = load_profile(profile)
     check_measurable(profile, list(card.get("files", {})))
     files = {fmt: card_path.parent / entry["file"] for fmt, entry in card.get("files", {}).items()
-             if entry.get("file") and fmt in FORMATS and FORMATS[fmt].runtime == profile.runtime}
+             if entry.get("file") and _measures(profile, fmt)}
     if not files:
-        raise EdgeNASError(f"the export in {card_path.parent} has no {profile.runtime} file to measure: "
-                           "its conversion failed")
+        raise EdgeNASError(f"the export in {card_path.parent} has no {profile.precision} {profile.runtime} file to "
+                           "measure: its conversion failed")
     budget = budget_ms if budget_ms is not None else (card.get("latency") or {}).get("budget_ms")
     table, predicted = _predicted_for(card, profile)
     fmt_of = {path.name: fmt for fmt, path in files.items()}

@@ -56,6 +56,8 @@ def quantize_onnx(module: nn.Module, input_shape: tuple[int, int, int], calib_im
     """A static int8 ONNX file through onnxruntime.quantization: QDQ format, weights per-channel
     symmetric int8, activations per-tensor asymmetric uint8 with min/max ranges calibrated by
     running the fp32 graph on `calib_images` (NCHW, normalised, at the input resolution)."""
+    import contextlib
+    import io
     import tempfile
 
     require("onnx", "onnx")
@@ -77,7 +79,8 @@ def quantize_onnx(module: nn.Module, input_shape: tuple[int, int, int], calib_im
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                quant.quant_pre_process(str(fp32), str(pre))  # shape inference and graph clean-up, as advised
+                with contextlib.redirect_stdout(io.StringIO()):  # it prints a line per call
+                    quant.quant_pre_process(str(fp32), str(pre))  # shape inference and graph clean-up, as advised
                 quant.quantize_static(str(pre), str(out), Reader(), quant_format=quant.QuantFormat.QDQ,
                                       per_channel=True, activation_type=quant.QuantType.QUInt8,
                                       weight_type=quant.QuantType.QInt8, calibrate_method=quant.CalibrationMethod.MinMax)

@@ -91,8 +91,20 @@ def register_format(runtime: str, fmt: ModelFormat) -> None:
     _REGISTRY[runtime] = fmt
 
 
-def model_format(runtime: str) -> ModelFormat:
-    """The format of a device runtime ('onnxruntime' or 'tflite')."""
+def model_format(runtime: str, precision: str = "fp32", activations=None) -> ModelFormat:
+    """The format a device runtime ('onnxruntime' or 'tflite') times at a precision. int8 needs
+    `activations` (an `edgenas.latency.int8.ActivationSource`): its layers are calibrated on them."""
+    if precision == "int8":
+        from edgenas.latency.int8 import Int8OnnxFormat
+
+        if runtime != "onnxruntime":
+            raise EdgeNASError(f"edgenas builds int8 latency tables for onnxruntime only, not {runtime}")
+        if activations is None:
+            raise EdgeNASError("an int8 latency table calibrates every layer on real activations: pass a trained "
+                               "supernet (edgenas profile --supernet CKPT); its training images are used")
+        return Int8OnnxFormat(activations)
+    if precision != "fp32":
+        raise EdgeNASError(f"edgenas builds no {precision} latency tables for {runtime}")
     if runtime in _REGISTRY:
         return _REGISTRY[runtime]
     if runtime == "tflite":

@@ -115,6 +115,7 @@ def profile_device(
     position: int = 0,
     on_result: Callable[[str, MeasureResult], None] | None = None,
     transport: Transport | None = None,
+    activations=None,
 ) -> ProfileReport:
     """Measure the layers of `space` that `out` does not have yet, then calibrate.
 
@@ -123,6 +124,8 @@ def profile_device(
     `rounds` > 1 each layer's rounds are spread over its whole chunk, so a large chunk rejects
     long slow spells of the device better (results then arrive per chunk). `warmup` and `runs` override the profile's. `on_result(key, result)` is
     called after each measurement is stored (keys of calibration subnets are 'net:' + arch).
+    A profile with `precision: int8` needs `activations` (`edgenas.latency.int8.ActivationSource`,
+    a trained supernet and its images), which calibrate every layer's quantization.
     """
     t0 = time.monotonic()
     profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
@@ -130,7 +133,10 @@ def profile_device(
         profile = dataclasses.replace(profile, warmup=profile.warmup if warmup is None else warmup,
                                       runs=profile.runs if runs is None else runs)
     space = load_space(space)
-    fmt = model_format(profile.runtime)
+    fmt = model_format(profile.runtime, profile.precision, activations)
+    if activations is not None and activations.space.hash != space.hash:
+        raise EdgeNASError(f"the supernet that calibrates the int8 layers is a {activations.space.name} supernet, "
+                           f"not {space.name}; pass a supernet of the space being profiled")
     res = resolutions_of(space, resolutions)
     out = Path(out) if out is not None else default_table_path(profile, space)
     ops = enumerate_ops(space, res)
@@ -248,7 +254,7 @@ def _open_table(out: Path, profile: DeviceProfile, space: SearchSpace, fp: dict,
         device={"profile": profile.name, "profile_key": profile.key(), "transport": profile.transport,
                 "source": str(profile.source), "fingerprint": fp},
         runtime=profile.runtime, runtime_version=fp.get("runtime_version"),
-        runtime_options=dict(profile.runtime_options), threads=profile.threads,
+        runtime_options=dict(profile.runtime_options), threads=profile.threads, precision=profile.precision,
         thread_settings=profile.thread_settings(),
         warmup=profile.warmup, runs=profile.runs, model_format=fmt.describe(),
         resolutions=list(resolutions),
@@ -268,7 +274,8 @@ def _measure_overhead(profile, t, fmt: ModelFormat, table: LatencyTable, saver: 
     import torch
 
     with tempfile.TemporaryDirectory(prefix="edgenas-ops-") as d:
-        path = fmt.write_net(torch.nn.ReLU(), OVERHEAD_SHAPE, Path(d) / f"overhead{fmt.suffix}")
+        write = getattr(fmt, "write_overhead", fmt.write_net)  # int8 tables: the fp32 call overhead
+        path = write(torch.nn.ReLU(), OVERHEAD_SHAPE, Path(d) / f"overhead{fmt.suffix}")
         (r,) = measure_models(profile, [path], transport=t)
     if not r.ok:
         raise DeviceError(f"device '{profile.name}' cannot run even a one-node model: {r.error}")
@@ -393,9 +400,11 @@ def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpac
 
     import torch
 
-    with torch.random.fork_rng():  # latency does not depend on the weights; seed them for reproducible files
-        torch.manual_seed(0)
-        supernet = Supernet(space).eval()
+    supernet = getattr(fmt, "supernet", None)  # int8: the trained supernet, for realistic activation ranges
+    if supernet is None:
+        with torch.random.fork_rng():  # latency does not depend on the weights; seed them for reproducible files
+            torch.manual_seed(0)
+            supernet = Supernet(space).eval()
     results: list[MeasureResult] = []
     with _opened(profile, transport) as t, _bar(len(archs) * repeats, desc, progress, position) as bar, \
             tempfile.TemporaryDirectory(prefix="edgenas-nets-") as d:

@@ -170,6 +170,11 @@ class LatencyTable:
         return [int(r) for r in (self.header.get("resolutions") or self.space().resolutions)]
 
     @property
+    def precision(self) -> str:
+        """The precision of the models the table timed ("fp32" for tables that do not say)."""
+        return str(self.header.get("precision", "fp32"))
+
+    @property
     def calibration(self) -> Calibration:
         return Calibration.from_header(self.header)
 

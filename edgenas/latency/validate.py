@@ -26,7 +26,7 @@ import numpy as np
 
 from edgenas.device import DeviceProfile, load_profile
 from edgenas.device.transport import Transport
-from edgenas.errors import DeviceError
+from edgenas.errors import DeviceError, EdgeNASError
 from edgenas.latency.formats import model_format
 from edgenas.latency.table import LatencyTable, now
 from edgenas.space import Arch, SearchSpace, sample
@@ -109,21 +109,27 @@ def validation_archs(space: SearchSpace, resolutions: Sequence[int], n: int, see
 
 def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | str | Path, n: int, *,
                    seed: int = 0, plot: str | Path | None = None, save: bool = True, progress: bool = True,
-                   transport: Transport | None = None, drift_check: bool = True) -> ValidationReport:
+                   transport: Transport | None = None, drift_check: bool = True,
+                   activations=None) -> ValidationReport:
     """Measure `n` random subnets on the device and compare them with the table's predictions,
     at the table's device speed when `drift_check` (see the module docstring). The summary goes
-    into the table header (`validation:`) and the file is saved when `save`."""
+    into the table header (`validation:`) and the file is saved when `save`. An int8 table needs
+    `activations` (`edgenas.latency.int8.ActivationSource`), as when it was built."""
     from edgenas.latency.profiler import measure_networks
 
     table = table if isinstance(table, LatencyTable) else LatencyTable.load(table)
     profile = profile if isinstance(profile, DeviceProfile) else load_profile(profile)
+    if table.precision != profile.precision:
+        raise EdgeNASError(f"latency table {table.name} is {table.precision} but profile {profile.name} measures "
+                           f"{profile.precision} models; validate a table with the profile that built it")
     space = table.space()
     archs = validation_archs(space, table.resolutions, n, seed)
     predicted = table.predict(archs, space)  # fails on a missing key before measuring anything
     then = calibration_latencies(table, space) if drift_check else {}
     refs = [a for a in then if a not in archs]
     order = spread(archs, refs)
-    results = measure_networks(profile, model_format(profile.runtime), space, order, transport,
+    results = measure_networks(profile, model_format(profile.runtime, profile.precision, activations), space, order,
+                               transport,
                                progress=progress,
                                desc=f"{profile.name} validation" + (f" + {len(refs)} calibration subnets" if refs else ""))
     bad = [(a, r.error) for a, r in zip(order, results) if not r.ok]

@@ -7,8 +7,6 @@ exported in the device runtime's format and measured end to end on the device.
 from __future__ import annotations
 
 import logging
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from edgenas.space import Arch
@@ -16,8 +14,9 @@ from edgenas.space import Arch
 log = logging.getLogger(__name__)
 
 
-def verify(supernet, info, result, args) -> list[dict[str, Any]]:
-    """Rows {arch, predicted_accuracy, accuracy, predicted_latency_ms: {table: ms}, measured_latency_ms}."""
+def verify(supernet, info, result, args, precisions: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows {arch, predicted_accuracy, accuracy, predicted_latency_ms: {table: ms}, measured_latency_ms}.
+    `precisions` ({table name: "fp32" | "int8"}) must match the --device profile's."""
     from edgenas.data import load_dataset
     from edgenas.search.measure import dataset_config
     from edgenas.train.evaluate import evaluate_archs
@@ -27,7 +26,7 @@ def verify(supernet, info, result, args) -> list[dict[str, Any]]:
     archs = [Arch.parse(e["arch"], space) for e in entries]
     dataset = load_dataset(dataset_config(info, args.data, args.data_path))
     accuracies = [100.0 * r.accuracy for r in evaluate_archs(supernet, archs, dataset, split="val", seed=args.seed)]
-    measured = _measure(supernet, archs, args.device) if args.device else [None] * len(archs)
+    measured = _measure(supernet, archs, args.device, dataset, precisions or {}) if args.device else [None] * len(archs)
 
     rows = []
     name = result.accuracy_name
@@ -44,24 +43,33 @@ def verify(supernet, info, result, args) -> list[dict[str, Any]]:
     return rows
 
 
-def _measure(supernet, archs: list[Arch], profile_path: str) -> list[float | None]:
-    """Median end-to-end latency (ms) of each subnet on the device, None where it failed."""
-    from edgenas.device import load_profile, measure_models
+def _measure(supernet, archs: list[Arch], profile_path: str, dataset, precisions: dict[str, str]) -> list[float | None]:
+    """Median end-to-end latency (ms) of each subnet on the device, None where it failed; written
+    and measured as the profiler writes and measures whole subnets."""
+    import torch
+
+    from edgenas.device import load_profile
+    from edgenas.errors import EdgeNASError
     from edgenas.latency.formats import model_format
+    from edgenas.latency.int8 import ActivationSource
+    from edgenas.latency.profiler import measure_networks
 
     profile = load_profile(profile_path)
-    fmt = model_format(profile.runtime)
-    with tempfile.TemporaryDirectory(prefix="edgenas-verify-") as tmp:
-        paths = []
-        for i, arch in enumerate(archs):
-            net = supernet.materialize(arch).eval()
-            r = arch.resolution
-            paths.append(fmt.write_net(net, (1, supernet.space.in_channels, r, r), Path(tmp) / f"subnet{i}{fmt.suffix}"))
-        results = measure_models(profile, paths)
+    other = {t: p for t, p in precisions.items() if p != profile.precision}
+    if other:
+        table, p = next(iter(other.items()))
+        raise EdgeNASError(f"--device {profile_path} measures {profile.precision} models, but latency table {table} "
+                           f"is {p}: verify with a profile of the tables' precision")
+    activations = None
+    if profile.precision == "int8":
+        images = dataset.sample_images("train", 32, torch.Generator().manual_seed(0))
+        activations = ActivationSource(supernet, images, f"32 {dataset.name} training images")
+    fmt = model_format(profile.runtime, profile.precision, activations)
+    results = measure_networks(profile, fmt, supernet.space, archs, progress=False, desc=f"{profile.name} verify")
     out = []
-    for r in results:
+    for a, r in zip(archs, results):
         if not r.ok:
-            log.warning("could not measure %s on %s: %s", r.model, profile.name, r.error)
+            log.warning("could not measure %s on %s: %s", a, profile.name, r.error)
         out.append(r.median_ms if r.ok else None)
     return out
 
