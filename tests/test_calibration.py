@@ -10,18 +10,31 @@ from edgenas.latency.calibration import MARGIN, Calibration, assess_calibration,
 positive = st.floats(1e-3, 1e3, allow_nan=False, allow_infinity=False)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.tuples(positive, positive), min_size=1, max_size=30), st.just(0.0) | st.floats(1e-6, 1.0))
-def test_any_calibration_predicts_positive_latency_that_grows_with_the_layers(points, smallest_share):
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(st.just(0.0) | positive, positive), min_size=1, max_size=30),
+       st.just(0.0) | st.floats(1e-6, 1.0), st.just(0.0) | positive)
+def test_any_calibration_predicts_positive_latency_that_grows_with_the_layers(points, smallest_share, overhead):
     raw, measured = map(np.array, zip(*points))
     smallest = smallest_share * raw.min()  # the space's smallest subnet sums at most what any fitted one does
-    cal = fit_calibration(raw, measured, overhead_ms=0.0, smallest_raw_ms=smallest)
+    cal = fit_calibration(raw, measured, overhead_ms=overhead, smallest_raw_ms=smallest)
     assert cal.scale > 0 and np.isfinite(cal.offset_ms)
-    grid = np.linspace(smallest, raw.max() * 2, 50)
+    grid = np.linspace(smallest, max(raw.max(), 1e-3) * 2, 50)
     pred = cal.apply(grid)
     assert np.all(np.diff(pred) > 0)
-    if smallest > 0:
-        assert cal.apply(smallest) >= 0.5 * cal.scale * smallest * (1 - 1e-9) > 0
+    floor = max(0.5 * cal.scale * smallest, overhead)
+    assert cal.apply(smallest) >= floor * (1 - 1e-9)
+    if smallest > 0 or overhead > 0:
+        assert cal.apply(smallest) > 0
+
+
+def test_layers_all_under_the_call_overhead_still_predict_one_call():
+    # Under load every layer of a tiny space can measure at or below the one-ReLU model, so the
+    # summed layers are 0: the prediction is then the per-call overhead, not 0 (issue #17's flaky test).
+    cal = fit_calibration([0.0, 0.0, 0.01], [0.05, 0.06, 0.07], overhead_ms=0.04, smallest_raw_ms=0.0)
+    assert cal.apply(0.0) >= 0.04 and cal.scale > 0
+    # Measurements below the overhead: held on the floor, not below it.
+    cal = fit_calibration([0.0, 0.0, 0.01], [0.01, 0.012, 0.02], overhead_ms=0.04, smallest_raw_ms=0.0)
+    assert cal.apply(0.0) == pytest.approx(0.04) and cal.scale > 0
 
 
 def test_a_line_that_would_go_below_zero_is_held_on_the_boundary():

@@ -5,8 +5,8 @@
 The line is fitted to a few whole subnets measured on the device (`fit_calibration`). It is
 constrained so that it cannot lie about the order of subnets or their sign: the scale is
 positive (a subnet with more or slower layers is predicted slower), and the offset may not take
-the space's smallest subnet below half of its summed layers (so no subnet is predicted at zero
-or below, whatever the fitted points were).
+the space's smallest subnet below half of its summed layers, nor below the per-call overhead
+(so no subnet is predicted at zero or below, whatever the fitted points were).
 
 A line is only as good as the measurements it was fitted to. `assess_calibration` checks them
 before a table is trusted, and says in words what is wrong when they do not support a fit:
@@ -77,32 +77,50 @@ def fit_calibration(raw_ms: Iterable[float], measured_ms: Iterable[float], overh
     squares): a subnet measured during a slow spell of the device pulls the line less than a
     plain least-squares fit lets it. It is constrained: the scale is at least MIN_SLOPE_SHARE of
     the slope of the best line through the origin (so it is positive and the line is not flat:
-    an offset cannot stand for most of the latency), and
-    `scale * smallest + offset >= SMALLEST_FLOOR * scale * smallest`, where `smallest` is the
-    summed layers of the space's smallest subnet (`smallest_raw_ms`; the smallest fitted point
-    when not given). Where the unconstrained line breaks either rule, the best line on the
-    boundary is taken: it passes through (smallest, SMALLEST_FLOOR * scale * smallest).
+    an offset cannot stand for most of the latency), and the space's smallest subnet (summed
+    layers `smallest_raw_ms`; the smallest fitted point when not given) is predicted at no less
+    than SMALLEST_FLOOR of its summed layers x scale, nor than `overhead_ms` (a whole network
+    pays one runtime call). Where the unconstrained line breaks a rule, the best line through
+    that floor at the smallest subnet is taken.
     """
     raw, meas = np.asarray(list(raw_ms), float), np.asarray(list(measured_ms), float)
+    overhead_ms = max(float(overhead_ms), 0.0)
     if raw.size == 0:
         return Calibration(overhead_ms)
     if not (np.all(np.isfinite(raw)) and np.all(np.isfinite(meas)) and np.all(meas > 0) and np.all(raw >= 0)):
         raise ValueError("calibration needs finite, positive measurements and non-negative layer sums")
     w = 1.0 / meas
-    if raw.size == 1 or np.ptp(raw) <= 1e-9 * max(raw.max(), 1e-12):
-        return Calibration(overhead_ms, _proportional(raw, meas, w * w), 0.0)
     smallest = float(raw.min() if smallest_raw_ms is None else min(smallest_raw_ms, raw.min()))
+
+    def floor(scale: float) -> float:
+        return max(SMALLEST_FLOOR * scale * smallest, overhead_ms)
+
+    def feasible(scale: float, offset: float, sw2) -> bool:
+        return scale >= MIN_SLOPE_SHARE * _proportional(raw, meas, sw2) and scale * smallest + offset >= floor(scale)
+
+    def on_floor(sw2) -> tuple[float, float]:
+        """The best line through the floor at the smallest subnet."""
+        shift = (1.0 - SMALLEST_FLOOR) * smallest
+        scale = _proportional(raw - shift, meas, sw2)
+        if SMALLEST_FLOOR * scale * smallest >= overhead_ms:
+            return scale, -scale * shift
+        scale = _proportional(raw - smallest, meas - overhead_ms, sw2)  # through (smallest, overhead)
+        if not scale >= MIN_SLOPE_SHARE * _proportional(raw, meas, sw2):
+            scale = MIN_SLOPE_SHARE * _proportional(raw, meas, sw2)
+        return scale, overhead_ms - scale * smallest
+
+    if raw.size == 1 or np.ptp(raw) <= 1e-9 * max(raw.max(), 1e-12):
+        scale = _proportional(raw, meas, w * w)
+        scale, offset = (scale, 0.0) if feasible(scale, 0.0, w * w) else on_floor(w * w)
+        return Calibration(overhead_ms, float(scale), float(offset))
     a = np.stack([raw, np.ones_like(raw)], axis=1)
     robust = np.ones_like(raw)
     scale = offset = 0.0
     for _ in range(iterations if raw.size > 3 else 1):
         sw2 = w * w * robust
         (scale, offset), *_ = np.linalg.lstsq(a * np.sqrt(sw2)[:, None], meas * np.sqrt(sw2), rcond=None)
-        if scale < MIN_SLOPE_SHARE * _proportional(raw, meas, sw2) or offset < -(1.0 - SMALLEST_FLOOR) * scale * smallest:
-            # On the boundary: predict = scale * (raw - (1 - floor) * smallest), one free parameter.
-            shift = (1.0 - SMALLEST_FLOOR) * smallest
-            scale = _proportional(raw - shift, meas, sw2)
-            offset = -scale * shift
+        if not feasible(scale, offset, sw2):
+            scale, offset = on_floor(sw2)
         rel = (scale * raw + offset) / meas - 1.0
         spread = 1.4826 * np.median(np.abs(rel - np.median(rel)))  # the residuals' robust standard deviation
         if spread <= 1e-12:
