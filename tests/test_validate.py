@@ -236,3 +236,13 @@ def test_every_loader_turns_odd_paths_into_one_short_error(kind, path):
     with pytest.raises(EdgeNASError) as err:
         loader(path)
     assert "\n" not in str(err.value) and len(str(err.value)) < 300, str(err.value)
+
+
+def test_a_real_torch_file_given_as_yaml_or_json_is_binary(tmp_path):
+    import torch
+
+    path = tmp_path / "supernet.yaml"
+    torch.save({"model": {"w": torch.zeros(3)}}, path)
+    for loader in _loaders().values():
+        with pytest.raises(EdgeNASError, match="got binary data, expected a UTF-8"):
+            loader(path)
