@@ -77,6 +77,10 @@ _repr.maxlevel = 2
 _repr.maxlong = ECHO_CHARS
 
 
+def _count(n: int, what: str) -> str:
+    return f"a {'mapping' if what == 'key' else 'list'} of {n} {what}{'' if n == 1 else 's'}"
+
+
 def echo(value: Any) -> str:
     """A short, bounded rendering of `value` for messages (never the whole of a huge value)."""
     if value is None:
@@ -88,9 +92,11 @@ def echo(value: Any) -> str:
     if isinstance(value, float) and not math.isfinite(value):
         return {True: "NaN"}.get(math.isnan(value), "inf" if value > 0 else "-inf")
     if isinstance(value, Mapping):
-        return f"a mapping {_repr.repr(value)}" if len(value) <= 4 else f"a mapping of {len(value)} keys"
+        text = _repr.repr(value)  # a few short items, else a count (nested items make a long repr)
+        return f"a mapping {text}" if len(value) <= 4 and len(text) <= 2 * ECHO_CHARS else _count(len(value), "key")
     if isinstance(value, (list, tuple)):
-        return f"a list {_repr.repr(list(value))}" if len(value) <= 4 else f"a list of {len(value)} items"
+        text = _repr.repr(list(value))
+        return f"a list {text}" if len(value) <= 4 and len(text) <= 2 * ECHO_CHARS else _count(len(value), "item")
     if isinstance(value, str):
         return repr(value) if len(value) <= ECHO_CHARS else repr(value[:ECHO_CHARS]) + "..."
     text = _repr.repr(value)

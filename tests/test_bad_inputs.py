@@ -425,3 +425,42 @@ def test_numeric_flags_accept_only_finite_bounded_values(path, action):
             assert action.type(str(parsed)) == parsed
 
     prop()
+
+
+# ---- hand-picked cases the benchmark (benchmarks/robustness) found ------------------------------------
+
+@pytest.mark.parametrize("argv", [["search", "--out", ""], ["predictor", "build", "x.pt", "--out", " "],
+                                  ["export", "--supernet", "x", "--arch", "y", "--out", ""],
+                                  ["train", "--out", ""], ["profile", "local-cpu", "--space", "mbv3-tiny", "--plot", ""]])
+def test_an_empty_flag_value_is_refused_not_replaced_by_the_default(argv, capsys):
+    flag = argv[-2]
+    line = _cli(argv, [], capsys)
+    assert flag in line and "empty" in line, line
+
+
+@pytest.mark.parametrize("key,value", [("seconds", -1.0), ("resolutions", "x?y"), ("resolutions", [-24]),
+                                       ("seed", -5), ("evaluations", 1.5)])
+def test_results_records_are_checked(key, value, real, scratch):
+    data = json.loads(real["results"].read_text())
+    data[key] = value
+    bad = scratch / "bad.json"
+    bad.write_text(json.dumps(data))
+    with pytest.raises(EdgeNASError, match=f"key '{key}"):
+        _load("results", bad)
+
+
+def test_table_runtime_options_have_their_shape(real, scratch):
+    data = yaml.safe_load(real["table"].read_text())
+    data["header"]["runtime_options"] = {"providers": "x?y"}
+    bad = scratch / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(EdgeNASError, match="header.runtime_options.providers"):
+        _load("table", bad)
+
+
+def test_a_whole_file_echoed_in_a_message_stays_short(real, scratch):
+    bad = scratch / "bad.yaml"
+    bad.write_text(yaml.safe_dump([yaml.safe_load(real["profile"].read_text())]))
+    with pytest.raises(EdgeNASError) as exc:
+        _load("profile", bad)
+    assert len(str(exc.value)) < 300, str(exc.value)

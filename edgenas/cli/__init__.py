@@ -28,6 +28,12 @@ class _Parser(argparse.ArgumentParser):
     """Bad usage exits 2 with one line (the flag, what it expects, where to read more), not argparse's
     multi-line usage block; subcommand parsers inherit this class."""
 
+    def _get_values(self, action, arg_strings):
+        # An empty value is never meant (`--out ""` would otherwise fall back to the default path).
+        if action.option_strings and any(isinstance(s, str) and not s.strip() for s in arg_strings):
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got an empty string")
+        return super()._get_values(action, arg_strings)
+
     def error(self, message: str):
         message = " ".join(message.split())
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")

@@ -66,6 +66,10 @@ def check_table(data: Any, source: str) -> tuple[dict, dict]:
         if header.get("resolutions") is not None:
             value_of(list[int], header["resolutions"], "header.resolutions",
                      {"min_len": 1, "increasing": True, "each": {"min": 1, "max": 4096}})
+        if header.get("runtime_options") is not None:  # recorded from the profile: a mapping, providers a list
+            opts = value_of(dict, header["runtime_options"], "header.runtime_options")
+            if opts.get("providers") is not None:
+                value_of(list[str], opts["providers"], "header.runtime_options.providers")
         cal = header.get("calibration")
         if cal is not None:
             if not isinstance(cal, Mapping):

@@ -257,6 +257,11 @@ def load_results(path: str | Path) -> ResultsFile:
         if objective in ("arch", "latency_ms") + _COUNTS:
             raise Invalid("objective", objective, _OBJECTIVE["edgenas_spec"]["doc"])
         tables = value_of(dict[str, Optional[str]], data.get("latency_tables", {}), "latency_tables")
+        # the search's own records: not used to pick an arch, but a file with nonsense there is damaged
+        value_of(Optional[int], data.get("seed"), "seed", spec(min=0))
+        value_of(list[int], data.get("resolutions", []), "resolutions", spec(each=spec(min=1, max=4096)))
+        value_of(Optional[int], data.get("evaluations"), "evaluations", spec(min=0))
+        value_of(Optional[float], data.get("seconds"), "seconds", spec(min=0.0))
         if "top" not in data:
             raise Invalid("top", "nothing (the key is missing)", "a non-empty list of ranked architectures", rendered=True)
         top = value_of(list, data["top"], "top", {"min_len": 1, "doc": "a non-empty list of ranked architectures"})
