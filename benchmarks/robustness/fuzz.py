@@ -562,6 +562,15 @@ def score(case: dict, rc, err: str, before: dict, seconds: float) -> dict:
     return r
 
 
+def markdown(summary: dict) -> str:
+    keys = list(next(iter(summary.values())))
+    rows = ["| family | " + " | ".join(keys) + " |", "|---|" + "---:|" * len(keys)]
+    for fam, s in summary.items():
+        name = f"**{fam}**" if fam == "total" else fam
+        rows.append(f"| {name} | " + " | ".join(str(s[k]) for k in keys) + " |")
+    return "\n".join(rows)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--work", default="/tmp/edgenas-fuzz", help="scratch directory (the real files are kept here)")
@@ -624,9 +633,7 @@ def main() -> None:
            "seconds": round((datetime.now(timezone.utc) - started).total_seconds()),
            "summary": summary, "cases": results}
     Path(args.out).write_text(json.dumps(doc, indent=1) + "\n")
-    print(f"{'family':16s} " + " ".join(f"{k:>13s}" for k in keys))
-    for fam, s in summary.items():
-        print(f"{fam:16s} " + " ".join(f"{s[k]:13d}" for k in keys))
+    print(markdown(summary))
     shutil.rmtree(work / "cases", ignore_errors=True)
 
 
