@@ -133,3 +133,24 @@ def test_training_mode_updates_only_the_active_bn_slice():
     mid = net.units[0][0].mid_channels(arch.units[0][0][1])
     assert not torch.equal(bn.running_mean[:mid], before[:mid])
     assert torch.equal(bn.running_mean[mid:], before[mid:])
+
+
+def test_subnet_is_materialize_then_bn_recalibration_in_eval_mode():
+    from edgenas.data import load_dataset
+    from edgenas.train.bn import recalibrate_bn
+    from edgenas.train.evaluate import calibration_images
+
+    net = randomized_supernet("mbv3-tiny")
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    arch = sample(net.space, np.random.default_rng(3))
+    images = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    manual = recalibrate_bn(net.materialize(arch), images).eval()
+    x = torch.randn(4, 3, arch.resolution, arch.resolution)
+    for got in (net.subnet(arch, images), net.subnet(str(arch), images)):
+        assert not got.training and torch.allclose(got(x), manual(x), atol=1e-5)
+        assert not torch.allclose(got(x), net.materialize(arch).eval()(x), atol=1e-3)  # not the stale statistics
+    data = load_dataset(None)  # the embedded digits: `bn_images` seeded training images of it
+    by_data = net.subnet(arch, data, bn_images=30, seed=2)
+    assert torch.allclose(by_data(x), recalibrate_bn(net.materialize(arch), calibration_images(data, 30, 2)).eval()(x),
+                          atol=1e-5)
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())  # the supernet is untouched

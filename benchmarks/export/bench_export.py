@@ -62,7 +62,6 @@ def main() -> None:
     from edgenas.export.tflite_export import convert_fp32, convert_int8
     from edgenas.space import Arch, load_space, sample
     from edgenas.supernet import Supernet
-    from edgenas.train.bn import recalibrate_bn
 
     torch.manual_seed(args.seed)  # the supernet's random init (benchmark only)
     out = Path(args.out)
@@ -82,8 +81,7 @@ def main() -> None:
         import litert_torch  # noqa: F401  (a one-off ~10 s import, reported on its own)
     rows = []
     for i, arch in enumerate(archs):
-        net = supernet.materialize(arch).eval()
-        recalibrate_bn(net, images[:64], batch_size=32)
+        net = supernet.subnet(arch, images[:64], batch_size=32)
         module = deployable(net)
         fp32, int8 = out / f"subnet{i}.tflite", out / f"subnet{i}_int8.tflite"
         with Clock() as c32:
@@ -106,8 +104,7 @@ def main() -> None:
 
     end_to_end = None
     if not args.skip_end_to_end:
-        net = supernet.materialize(archs[0]).eval()
-        recalibrate_bn(net, images[:64], batch_size=32)
+        net = supernet.subnet(archs[0], images[:64], batch_size=32)
         labels = torch.zeros(32, dtype=torch.long)
         with Clock() as e2e:
             report = export_subnet(net, "onnx,tflite,tflite-int8", out / "end-to-end", images[:64],

@@ -59,9 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.data import load_dataset
     from edgenas.errors import EdgeNASError
     from edgenas.export import ExportMetadata, check_dependencies, export_subnet, measure_exports, parse_formats
+    from edgenas.export.api import first_images
     from edgenas.export.formats import FORMATS as FORMATS_BY_NAME
     from edgenas.space import Arch
-    from edgenas.train.bn import recalibrate_bn
 
     formats = parse_formats(args.format)
     check_dependencies(formats)  # fail before the slow parts
@@ -112,12 +112,11 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeNASError(f"the checkpoint's dataset {data.name} has {data.num_classes} classes but its space "
                            f"{space.name} has {space.num_classes} outputs")
     gen = torch.Generator().manual_seed(args.seed)
-    net = supernet.materialize(arch).eval()
     log.info("exporting %s (%s) from %s", arch, space.name, args.supernet)
-    recalibrate_bn(net, data.sample_images("train", args.bn_images, gen))
+    net = supernet.subnet(arch, data.sample_images("train", args.bn_images, gen))
     calib = (data.sample_images("train", args.calib_images, gen)
              if any(FORMATS_BY_NAME[f].needs_calibration for f in formats) else None)
-    test = _first(data.test, args.eval_images)
+    test = first_images(data.test, args.eval_images)
     meta = ExportMetadata(
         dataset=data.name, class_names=data.class_names, mean=data.mean, std=data.std, space=space,
         latency_tables=tables, predicted_latency_ms=entry.predicted_latency_ms if entry and not tables else {},
@@ -164,14 +163,3 @@ def _load_tables(paths: list[str]):
     from edgenas.latency import LatencyTable
 
     return [LatencyTable.load(p) for p in paths]
-
-
-def _first(split, n: int):
-    """The first n images of a split with their labels (all of them for n = 0)."""
-    import torch
-
-    count = len(split) if n <= 0 else min(n, len(split))
-    if hasattr(split, "batch"):
-        return split.batch(torch.arange(count))
-    images, labels = zip(*(split[i] for i in range(count)))
-    return torch.stack(images), torch.tensor(labels)

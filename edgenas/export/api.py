@@ -7,7 +7,7 @@
         print(r.line())
     if not report.valid: ...                     # a file failed its check; it is kept, marked invalid
 
-`net` is a `StaticNet` (normally `supernet.materialize(arch)` after `recalibrate_bn`). Every
+`net` is a `StaticNet`, normally `supernet.subnet(arch, dataset)` (BatchNorm recalibrated). Every
 format is validated on the test images (resized to the subnet's resolution): float files must
 match PyTorch's logits within `atol`, the int8 file must agree with PyTorch's top-1 on at least
 `min_agreement` of them and lose at most `max_drop_pp` points of accuracy. A file that fails is
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 FORMATS = tuple(_FORMATS)  # names; edgenas.export.formats owns what each is and how it is written
 FILE_NAMES = {name: f.file_name for name, f in _FORMATS.items()}
+# With `export_subnet(..., dataset=)`: training images for int8 calibration, test images for the checks.
+CALIB_IMAGES, EVAL_IMAGES = 256, 1000
 PREPROCESS = "RGB, pixel/255, bilinear resize to resolution x resolution, then (x - mean) / std per channel"
 
 
@@ -181,17 +183,29 @@ def export_subnet(
     max_drop_pp: float = MAX_DROP_PP,
     threads: int = 1,
     on_result: Callable[[FormatResult], None] | None = None,
+    dataset: Any = None,
 ) -> ExportReport:
     """Export `net` to each format in `out_dir`, validate every file, write `model.json`.
 
     calib_images: normalised training images [N, 3, H, W] (int8 calibration; also the check
         images when there is no test data).
     test_data: (normalised images [N, 3, H, W], labels [N]): parity and accuracy are measured on them.
+    dataset: an `ImageDataset` that fills what is not given: `CALIB_IMAGES` seeded training images
+        for calibration, the first `EVAL_IMAGES` test images, and the card's dataset, class
+        names, mean and std.
     Raises MissingDependencyError (before writing anything) when a format's package is missing.
     """
     formats = parse_formats(formats)
     check_dependencies(formats)
     meta = metadata if isinstance(metadata, ExportMetadata) else ExportMetadata(**dict(metadata or {}))
+    if dataset is not None:
+        if calib_images is None and any(_FORMATS[f].needs_calibration for f in formats):
+            calib_images = dataset.sample_images("train", CALIB_IMAGES, torch.Generator().manual_seed(0))
+        if test_data is None:
+            test_data = first_images(dataset.test, EVAL_IMAGES)
+        if not meta.dataset:
+            meta = replace(meta, dataset=dataset.name, class_names=dataset.class_names, mean=dataset.mean,
+                           std=dataset.std)
     if any(_FORMATS[f].needs_calibration for f in formats) and (calib_images is None or len(calib_images) == 0):
         raise EdgeNASError("int8 export needs calibration images (training images, e.g. 256 of them)")
     if test_data is None and calib_images is None:
@@ -202,6 +216,15 @@ def export_subnet(
                        max_drop_pp, threads, on_result)
     finally:
         net.train(was_training)
+
+
+def first_images(split, n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first n normalised images of a dataset split with their labels (all of them for n = 0)."""
+    count = len(split) if n <= 0 else min(n, len(split))
+    if hasattr(split, "batch"):
+        return split.batch(torch.arange(count))
+    images, labels = zip(*(split[i] for i in range(count)))
+    return torch.stack(images), torch.tensor(labels)
 
 
 def _export(net, formats, out_dir, calib_images, test_data, meta, atol, min_agreement, max_drop_pp, threads,

@@ -3,6 +3,7 @@
     net = Supernet(load_space("mbv3-tiny"))
     net.set_active(arch)          # the forward pass now computes that subnet
     sub = net.materialize(arch)   # a standalone static nn.Module with its own weights
+    sub = net.subnet(arch, data)  # the same, with BatchNorm recalibrated: ready to evaluate or export
 
 Elastic dimensions: kernel size and expand ratio per block (`ElasticMBConv`), depth per unit
 (the first D blocks run), and resolution (any input size works; the training loop resizes).
@@ -101,6 +102,30 @@ class Supernet(nn.Module):
             torch.set_num_threads(threads)
             self.set_active(previous)
         return net.train(self.training)
+
+    def subnet(self, arch: Arch | str, images, *, bn_images: int = 2000, seed: int = 0, batch_size: int = 250,
+               device: torch.device | str | None = None, channels_last: bool = False) -> StaticNet:
+        """`materialize(arch)`, then its BatchNorm statistics re-estimated (`recalibrate_bn`) on
+        `images`: a normalised image tensor [N, 3, H, W], or a dataset (an `ImageDataset`), of
+        which `bn_images` training images drawn with `seed` are used. Returns the subnet in eval
+        mode, on `device` (default: the supernet's), ready to evaluate or export.
+
+        `arch` is an `Arch` or its string. The supernet itself is not modified."""
+        from edgenas.train.bn import recalibrate_bn
+
+        if isinstance(arch, str):
+            arch = Arch.parse(arch, self.space)
+        if not torch.is_tensor(images):
+            from edgenas.train.evaluate import calibration_images
+
+            images = calibration_images(images, bn_images, seed)
+        net = self.materialize(arch)
+        if device is not None:
+            net = net.to(device)
+        if channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        recalibrate_bn(net, images, resolution=arch.resolution, batch_size=batch_size)
+        return net.eval()
 
     @torch.no_grad()
     def sort_channels(self) -> None:

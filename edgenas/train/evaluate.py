@@ -3,7 +3,7 @@
     results = evaluate_archs(supernet, archs, dataset, split="val")   # the accuracy predictor's data
     results[0].accuracy, results[0].macs
 
-The supernet is never modified: each subnet is a standalone copy (`supernet.materialize`) whose
+The supernet is never modified: each subnet is a standalone copy (`supernet.subnet`) whose
 BatchNorm statistics are re-estimated on the same seeded sample of training images.
 """
 from __future__ import annotations
@@ -19,7 +19,7 @@ from edgenas.data import ImageDataset
 from edgenas.nn.static import fold_batchnorm
 from edgenas.space import Arch, arch_cost
 from edgenas.supernet import Supernet
-from edgenas.train.bn import recalibrate_bn, resize
+from edgenas.train.bn import resize
 
 
 @dataclass(frozen=True)
@@ -75,11 +75,8 @@ def evaluate_archs(supernet: Supernet, archs: Iterable[Arch], dataset: ImageData
     calib = calibration_images(dataset, bn_images, seed) if isinstance(bn_images, int) else bn_images
     results = []
     for arch in archs:
-        net = supernet.materialize(arch).to(device)
-        if channels_last:
-            net = net.to(memory_format=torch.channels_last)
-        recalibrate_bn(net, calib, resolution=arch.resolution, batch_size=batch_size)
-        fold_batchnorm(net.eval())  # the statistics are final: one pass less per layer on the test images
+        net = supernet.subnet(arch, calib, batch_size=batch_size, device=device, channels_last=channels_last)
+        fold_batchnorm(net)  # the statistics are final: one pass less per layer on the test images
         if channels_last:
             net = net.to(memory_format=torch.channels_last)
         acc, loss, seen = accuracy(net, dataset.batches(split, batch_size), arch.resolution, device, channels_last)
