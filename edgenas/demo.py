@@ -63,21 +63,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
              formats: list[str] | None = None, seed: int = 0,
              progress: bool | None = None) -> DemoResult:
     """Run every step (see the module docstring); `overrides` are `edgenas train --set` items."""
-    from edgenas.data import load_dataset
-    from edgenas.device import DeviceProfile
-    from edgenas.export.api import ExportMetadata, export_subnet
-    from edgenas.export.measure import measure_exports
-    from edgenas.latency.profiler import profile_device
-    from edgenas.latency.table import LatencyTable
-    from edgenas.search import Constraint, cost_metric, latency_metric, metric_range, predictor_metric, search
-    from edgenas.search.measure import build_predictor
-    from edgenas.search.predictor import AccuracyPredictor, default_predictor_path
-    from edgenas.space import Arch, arch_cost
-    from edgenas.train.bn import recalibrate_bn
-    from edgenas.train.checkpoint import load_supernet
-    from edgenas.train.config import load_config
-    from edgenas.train.evaluate import calibration_images
-    from edgenas.train.trainer import train
+    import edgenas
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -93,40 +79,40 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
 
     # 1. Train (resumes from the run's checkpoint when one is there).
     train_dir = out / "train"
-    cfg = load_config(None, list(overrides or []))
+    cfg = edgenas.load_config(None, list(overrides or []))
     if not (train_dir / "supernet.pt").exists():
-        train(cfg, train_dir, resume=(train_dir / "checkpoint.pt").exists(), progress=progress)
-    supernet, info = load_supernet(train_dir)
+        edgenas.train_supernet(cfg, train_dir, resume=(train_dir / "checkpoint.pt").exists(), progress=progress)
+    supernet, info = edgenas.load_supernet(train_dir)
     space = supernet.space
-    dataset = load_dataset(info.data)
+    dataset = edgenas.load_dataset(info.data)
     step("train")
 
     # 2. Accuracy predictor (its measurements are appended as they come, so it resumes too).
     # Where `edgenas search --supernet OUT/train` looks for it by default, so the demo's files chain
     # into `edgenas search` and `edgenas export` with no --predictor flag.
-    predictor_path = default_predictor_path(train_dir)
+    predictor_path = edgenas.default_predictor_path(train_dir)
     if predictor_path.exists():
-        predictor = AccuracyPredictor.load(predictor_path, space)
+        predictor = edgenas.AccuracyPredictor.load(predictor_path, space)
     else:
         # BN statistics from 250 images per subnet (the default is 2000; digits has 1294): about
         # 3x cheaper, and the predictor needs the ranking of subnets more than their last 0.1 pp.
-        predictor, report = build_predictor(supernet, dataset, predictor_path, samples=samples, seed=seed,
+        predictor, report = edgenas.build_predictor(supernet, dataset, predictor_path, samples=samples, seed=seed,
                                             bn_images=250, resolutions=info.trained_resolutions)
         log.info("demo: predictor RMSE %.2f pp, Spearman %.3f on %d held-out subnets",
                  report.rmse, report.spearman, report.n_test)
     step("predictor")
 
     # 3. Profile this CPU (only missing keys are measured on a rerun).
-    profile = DeviceProfile.from_dict(LOCAL_CPU, source="edgenas demo")
+    profile = edgenas.DeviceProfile.from_dict(LOCAL_CPU, source="edgenas demo")
     table_path = out / "latency_table.yaml"
     # None: a bar on a terminal, plain progress lines in a log (edgenas.progress)
-    profile_device(profile, space, out=table_path, progress=progress is not False, seed=seed)
-    table = LatencyTable.load(table_path)
+    edgenas.profile_device(profile, space, out=table_path, progress=progress is not False, seed=seed)
+    table = edgenas.LatencyTable.load(table_path)
     step("profile")
 
     # 4. Search under the midpoint of the reachable latency range.
-    latency = latency_metric(table, "local-cpu", space)
-    reach = metric_range(space, latency, resolutions=info.trained_resolutions)
+    latency = edgenas.latency_metric(table, "local-cpu", space)
+    reach = edgenas.metric_range(space, latency, resolutions=info.trained_resolutions)
     budget = round((reach.minimum + reach.maximum) / 2, 3)
     # The search aims below the budget by the table's error, so that the measured latency, not
     # only the predicted one, fits: at least 10%, more when the calibration subnets measured
@@ -135,35 +121,31 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     target = round(budget / (1 + margin), 3)
     log.info("demo: reachable latency %.3f..%.3f ms on this CPU; budget %.3f ms, searching under %.3f ms "
              "(the table's error margin is %.0f%%)", reach.minimum, reach.maximum, budget, target, 100 * margin)
-    calib = calibration_images(dataset, 2000, seed)
     formats = formats or _available_formats()
-    test_x, test_y = dataset.test.tensors()
-    final_profile = DeviceProfile.from_dict(LOCAL_CPU_FINAL, source="edgenas demo")
+    final_profile = edgenas.DeviceProfile.from_dict(LOCAL_CPU_FINAL, source="edgenas demo")
     for attempt in range(1 + RETRIES):
-        result = search(space, predictor_metric(predictor), [Constraint(latency, target)], "evolution", seed=seed,
-                        report=[latency, cost_metric("mflops"), cost_metric("mparams")],
-                        resolutions=info.trained_resolutions)
+        result = edgenas.search_subnets(space, predictor, [edgenas.Constraint(latency, target)], "evolution",
+                                        seed=seed, resolutions=info.trained_resolutions,
+                                        report=[latency, edgenas.cost_metric("mflops"), edgenas.cost_metric("mparams")])
         result.extra["tables"] = {"local-cpu": str(table_path)}
         result.save(out / "search.json")
         result.plot(out / "search.png")
         best = result.best
-        arch = Arch.parse(best["arch"], space)
+        arch = edgenas.Arch.parse(best["arch"], space)
         step("search")
 
         # 5. Export the winner, BN recalibrated, checked against PyTorch on the test split.
-        net = supernet.materialize(arch)
-        recalibrate_bn(net, calib)
-        meta = ExportMetadata(dataset=dataset.name, class_names=dataset.class_names, mean=dataset.mean,
-                              std=dataset.std, space=space, latency_tables=[table], budget_ms=budget,
-                              source={"checkpoint": str(train_dir / "supernet.pt"), "results": str(out / "search.json")})
-        exported = export_subnet(net, formats, out / "export", calib_images=calib[:256], test_data=(test_x, test_y),
-                                 metadata=meta)
+        net = supernet.subnet(arch, dataset, bn_images=2000, seed=seed)
+        meta = edgenas.ExportMetadata(space=space, latency_tables=[table], budget_ms=budget,
+                                      source={"checkpoint": str(train_dir / "supernet.pt"),
+                                              "results": str(out / "search.json")})
+        exported = edgenas.export_subnet(net, formats, out / "export", metadata=meta, dataset=dataset)
         exported.raise_for_failures()
         step("export")
 
         # 6. Measure the exported files on this CPU. Over the budget, search again with the target
         # corrected by what this subnet measured against its prediction (the loop a user would run).
-        comparisons = measure_exports(exported, final_profile, budget)
+        comparisons = edgenas.measure_exports(exported, final_profile, budget)
         step("measure")
         measured = next((c.measured_ms for c in comparisons if c.format == "onnx"), None)
         predicted = float(table.predict(arch, space))
@@ -173,7 +155,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         log.info("demo: %s measured %.3f ms, %.0f%% above its prediction and over the %.3f ms budget; "
                  "searching again under %.3f ms", arch, measured, 100 * (measured / predicted - 1), budget, target)
 
-    cost = arch_cost(space, arch)
+    cost = edgenas.arch_cost(space, arch)
     summary = DemoResult(
         out_dir=out, arch=str(arch),
         accuracy={f: r.accuracy for f, r in exported.results.items()},

@@ -22,7 +22,7 @@ from edgenas.errors import ConfigError
 from edgenas.search.constraints import Constraint, Constraints
 from edgenas.search.evolution import evolution
 from edgenas.search.nsga2 import nsga2
-from edgenas.search.objectives import COSTS, ArchBatch, Metric, cost_metric, latency_table_of
+from edgenas.search.objectives import COSTS, ArchBatch, Metric, cost_metric, latency_table_of, predictor_metric
 from edgenas.search.pareto import non_dominated
 from edgenas.search.problem import Evaluator, Problem
 from edgenas.search.random_search import random_search
@@ -50,7 +50,8 @@ def search(
 ) -> SearchResult:
     """Find architectures of `space` that maximise `accuracy` within `constraints`.
 
-    accuracy     the objective (a `Metric`; goal "max", or "min" to minimise, e.g. an error)
+    accuracy     the objective (a `Metric`; goal "max", or "min" to minimise, e.g. an error), or an
+                 `AccuracyPredictor` (anything with predict_genomes), as `predictor_metric(accuracy)`
     constraints  `Constraint(metric, limit)`: feasible when metric <= limit; checked first
                  (`InfeasibleBudgetError` names the smallest achievable value)
     strategy     "evolution", "nsga2" or "random"; `options` go to it (population, generations,
@@ -67,6 +68,8 @@ def search(
         raise ConfigError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
     if top_k < 1 or (max_evals is not None and max_evals < 1):
         raise ConfigError("top_k and max_evals must be at least 1")
+    if not isinstance(accuracy, Metric) and hasattr(accuracy, "predict_genomes"):
+        accuracy = predictor_metric(accuracy)
     started = time.perf_counter()
     cons = Constraints(space, constraints, resolutions)
     cons.check()
