@@ -56,3 +56,47 @@ def test_arch_snippet_runs():
     scope: dict = {}
     exec(compile(snippet, "README.md", "exec"), scope)
     assert str(scope["arch"]).startswith("r") and scope["subnet"].resolution == scope["arch"].resolution
+
+
+def test_ofa_checkpoint_snippet_runs(tmp_path, monkeypatch):
+    """The converter snippet, on a checkpoint saved under the published name by the reference OFA
+    implementation (random weights; the published file is a download)."""
+    import torch
+
+    from conftest import require_or_skip
+    from ofa_stubs import import_ofa_mbv3, ofa_available
+
+    require_or_skip(ofa_available(), "the reference OFA package is not installed (pip install --no-deps ofa)")
+    (snippet,) = [b for b in python_blocks() if "load_ofa_checkpoint" in b]
+    name = re.search(r'load_ofa_checkpoint\("([^"]+)"', snippet).group(1)
+    torch.manual_seed(0)
+    ofa = import_ofa_mbv3()(n_classes=1000, width_mult=1.2, ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
+                            depth_list=[2, 3, 4])
+    torch.save({"state_dict": ofa.state_dict()}, tmp_path / name)
+    monkeypatch.chdir(tmp_path)
+    scope: dict = {}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    from edgenas.supernet.convert import convert_ofa_state_dict
+
+    assert scope["supernet"].space.name == "mbv3-w1.2"
+    loaded = scope["supernet"].state_dict()
+    for key, tensor in convert_ofa_state_dict(ofa.state_dict(), "mbv3-w1.2").items():
+        assert torch.equal(loaded[key], tensor), key
+
+
+def test_plug_in_metric_snippet_runs():
+    """The plug-in snippet with `space`, `table` and `my_model` supplied: OFA's Note10 tables
+    shipped in latency_tables/ofa-note10 and a model that scores an arch string."""
+    from edgenas.latency import LatencyTable
+
+    (snippet,) = [b for b in python_blocks("Plugging in your own predictor or metric")]
+
+    class MyModel:  # prefers deeper, wider subnets: any deterministic scorer of arch strings
+        def predict(self, archs):
+            return [float(a.count("e6") + a.count("k7")) for a in archs]
+
+    scope = {"space": LatencyTable.load(ROOT / "latency_tables" / "ofa-note10").space(),
+             "table": LatencyTable.load(ROOT / "latency_tables" / "ofa-note10"), "my_model": MyModel()}
+    exec(compile(snippet, "README.md", "exec"), scope)
+    best = scope["result"].best
+    assert best["arch"].startswith("r") and min(best["latency_ms"].values()) <= 25.0
