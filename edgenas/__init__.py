@@ -1,17 +1,9 @@
 """edgenas: hardware-aware once-for-all neural architecture search for edge devices.
 
-The whole path from Python, each name importable from `edgenas` itself:
-
-    import edgenas
-    edgenas.train_supernet(out="runs/py", overrides=["train.steps_per_epoch=3"])  # digits, mbv3-tiny
-    supernet, info = edgenas.load_supernet("runs/py")
-    data = edgenas.load_dataset(info.data)
-    predictor, _ = edgenas.build_predictor(supernet, data, "runs/py/supernet.predictor.pt", samples=30)
-    table = edgenas.profile_device("local-cpu", supernet.space, out="runs/py/cpu.yaml").table
-    result = edgenas.search_subnets(supernet.space, predictor, [edgenas.Constraint(edgenas.latency_metric(table), 1.0)])
-    net = supernet.subnet(result.best["arch"], data)        # materialized, BatchNorm recalibrated
-    report = edgenas.export_subnet(net, "onnx", "runs/py/export", dataset=data)
-    edgenas.measure_exports(report, "local-cpu")
+The whole path from Python uses only the names in `__all__`, e.g. `edgenas.train_supernet`,
+`load_supernet`, `build_predictor`, `profile_device`, `search_subnets`, `Supernet.subnet` (a
+subnet with BatchNorm recalibrated), `export_subnet` and `measure_exports`: see the README's
+"Python API" section, whose snippet tests/test_readme_api.py runs as written, and edgenas/demo.py.
 
 Names are imported on first use (PEP 562), so `import edgenas` stays fast and does not import
 torch. `train_supernet` and `search_subnets` are not called `train` and `search` because those
