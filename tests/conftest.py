@@ -1,4 +1,6 @@
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,18 @@ def write_table(space, path, name, scale=1.0, resolutions=None):
         ms = scale * (op.macs / 1e6 + 0.01)
         table.set(op.key, entry(ms, ms, 0.0, 1))
     return table.save(path)
+
+
+# `edgenas demo` on a reduced budget (few steps, few subnets, ONNX only), as tests run it.
+DEMO_QUICK = ["--samples", "30", "--formats", "onnx", "--set", "train.steps_per_epoch=3", "--set",
+              "train.validate=false", "--set", "train.bn_recal_images=200"]
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory):
+    """One `edgenas demo --out DIR --json` run (about 1.5 min), shared by the tests that check it
+    (test_demo) and those that chain its files into other commands (test_user_path)."""
+    out = tmp_path_factory.mktemp("demo-run") / "demo"
+    cmd = [sys.executable, "-m", "edgenas", "demo", "--out", str(out), *DEMO_QUICK, "--json"]
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+    return {"out": out, "cmd": cmd, "run": run}

@@ -5,15 +5,12 @@ import sys
 
 import pytest
 
-QUICK = ["--samples", "30", "--formats", "onnx", "--set", "train.steps_per_epoch=3", "--set", "train.validate=false",
-         "--set", "train.bn_recal_images=200"]
+from conftest import DEMO_QUICK as QUICK
 
 
 @pytest.mark.slow
-def test_demo_runs_end_to_end_and_resumes(tmp_path):
-    out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "edgenas", "demo", "--out", str(out), *QUICK, "--json"]
-    run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+def test_demo_runs_end_to_end_and_resumes(demo_run):
+    out, cmd, run = demo_run["out"], demo_run["cmd"], demo_run["run"]
     assert run.returncode == 0, run.stderr[-3000:]
     summary = json.loads(run.stdout)
     assert summary["within_budget"] is True

@@ -183,11 +183,13 @@ def _agent_module():
 
 
 def test_agent_job_file(models, tmp_path):
+    # The job header as the runner writes it (DeviceProfile.agent_options), then the models.
+    from edgenas.device import load_profile
+
+    options = dataclasses.replace(load_profile(LOCAL_CPU), threads=2, warmup=0, runs=3, rounds=1).agent_options()
     job = tmp_path / "job.json"
-    job.write_text(json.dumps({
-        "runtime": "onnxruntime", "threads": 2, "warmup": 0, "runs": 3, "providers": ["CPUExecutionProvider"],
-        "models": [{"name": "first", "path": str(models["matmul"])}, {"name": "second", "path": str(models["int8"])}],
-    }))
+    job.write_text(json.dumps({**options, "models": [{"name": "first", "path": str(models["matmul"])},
+                                                     {"name": "second", "path": str(models["int8"])}]}))
     p = agent("--job", job)
     assert p.returncode == 0, p.stderr
     res = results_of(p.stdout)
