@@ -464,3 +464,8 @@ def test_a_whole_file_echoed_in_a_message_stays_short(real, scratch):
     with pytest.raises(EdgeNASError) as exc:
         _load("profile", bad)
     assert len(str(exc.value)) < 300, str(exc.value)
+
+
+def test_train_config_of_its_own_run_is_refused_in_one_short_line(real, capsys):
+    line = _cli(["train", str(real["config"]), "--out", str(real["config"].parent)], list(real.values()), capsys)
+    assert "--resume" in line, line

@@ -48,9 +48,9 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.io import same_path
 
     if args.config is not None and same_path(Path(args.config), out / "config.yaml"):
-        raise ConfigError(f"CONFIG {args.config} is the config.yaml that train rewrites in {out}; continue that run "
-                          f"with `edgenas train --out {out} --resume` (its config comes from the checkpoint), or "
-                          "copy the file elsewhere to start a new run from it")
+        raise ConfigError(f"CONFIG {args.config} is the config.yaml that train rewrites in --out; continue that run "
+                          "with --resume and no CONFIG (its config comes from the checkpoint), or copy the file "
+                          "elsewhere to start a new run from it")
     check_outputs({"CONFIG": args.config},
                   dirs={"--out": (out, ["config.yaml", CHECKPOINT_NAME, SUPERNET_NAME, LOG_NAME, PLOT_NAME])})
     overrides = list(args.overrides) + ([f"train.device={args.device}"] if args.device else [])
