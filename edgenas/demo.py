@@ -108,6 +108,10 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     # None: a bar on a terminal, plain progress lines in a log (edgenas.progress)
     edgenas.profile_device(profile, space, out=table_path, progress=progress is not False, seed=seed)
     table = edgenas.LatencyTable.load(table_path)
+    if table.unreliable:  # the profiler has said why; say what it means for the rest of the path
+        log.warning("demo: the latency table is unreliable on this machine now; the demo goes on with it, but "
+                    "`edgenas search --latency-table %s` will ask for --force: delete it and rerun the demo when the "
+                    "machine is quieter", table_path)
     step("profile")
 
     # 4. Search under the midpoint of the reachable latency range.
