@@ -64,3 +64,21 @@ def demo_run(tmp_path_factory):
     cmd = [sys.executable, "-m", "edgenas", "demo", "--out", str(out), *DEMO_QUICK, "--json"]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
     return {"out": out, "cmd": cmd, "run": run}
+
+
+DELETE = object()  # set_in: remove the key instead of setting it
+
+
+def set_in(tree, path, value):
+    """`tree` (nested dicts and lists) with the value at `path` set to `value`, or removed for
+    DELETE; `value` itself for an empty path. Used to mutate real files in bad-input tests."""
+    if not path:
+        return value
+    node = tree
+    for k in path[:-1]:
+        node = node[k]
+    if value is DELETE:
+        del node[path[-1]]
+    else:
+        node[path[-1]] = value
+    return tree

@@ -26,6 +26,7 @@ import torch
 import yaml
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
+from conftest import DELETE, set_in
 from edgenas.cli import build_parser, main
 from edgenas.errors import EdgeNASError
 
@@ -134,20 +135,6 @@ def _paths(tree, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-def _replace(tree, path, value):
-    if not path:
-        return value
-    node = tree
-    for k in path[:-1]:
-        node = node[k]
-    if value is _DELETE:
-        del node[path[-1]]
-    else:
-        node[path[-1]] = value
-    return tree
-
-
-_DELETE = object()
 
 
 def _dump(tree, fmt: str) -> bytes:
@@ -200,7 +187,7 @@ def text_mutation(draw, original: bytes, fmt: str):
         tree = json.loads(original) if fmt == "json" else yaml.safe_load(original)
         paths = [p for p, _ in _paths(tree) if p]
         path = draw(st.sampled_from(paths))
-        text = _dump(_replace(tree, path, "@@DEEP@@"), fmt).decode()
+        text = _dump(set_in(tree, path, "@@DEEP@@"), fmt).decode()
         return _unmark(text, "@@DEEP@@", _deep(depth, fmt)).encode(), True
     if kind == "duplicate":
         tree = json.loads(original) if fmt == "json" else yaml.safe_load(original)
@@ -215,11 +202,11 @@ def text_mutation(draw, original: bytes, fmt: str):
     if kind == "nan":
         numbers = [p for p, v in paths if isinstance(v, float) and not isinstance(v, bool)]
         assume(numbers)
-        return _dump(_replace(tree, draw(st.sampled_from(numbers)), draw(st.sampled_from([math.nan, math.inf, -math.inf]))), fmt), True
+        return _dump(set_in(tree, draw(st.sampled_from(numbers)), draw(st.sampled_from([math.nan, math.inf, -math.inf]))), fmt), True
     path, _ = draw(st.sampled_from(paths))
     if kind == "delete":
-        return _dump(_replace(tree, path, _DELETE), fmt), False
-    return _dump(_replace(tree, path, draw(st.sampled_from(BAD_VALUES))), fmt), False
+        return _dump(set_in(tree, path, DELETE), fmt), False
+    return _dump(set_in(tree, path, draw(st.sampled_from(BAD_VALUES))), fmt), False
 
 
 TEXT = [("space", "yaml"), ("config", "yaml"), ("profile", "yaml"), ("table", "yaml"), ("results", "json")]
@@ -288,10 +275,10 @@ def test_torch_payload_values_replaced(kind, real, scratch):
 
     @settings(max_examples=10, deadline=None, derandomize=True, database=None,
               suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-    @given(key=st.sampled_from(keys), value=st.sampled_from(BAD_VALUES[:-1] + [_DELETE]))
+    @given(key=st.sampled_from(keys), value=st.sampled_from(BAD_VALUES[:-1] + [DELETE]))
     def prop(key, value):
         bad = dict(payload)
-        if value is _DELETE:
+        if value is DELETE:
             del bad[key]
         else:
             bad[key] = value
@@ -299,7 +286,7 @@ def test_torch_payload_values_replaced(kind, real, scratch):
         torch.save(bad, path)
         # Every key is covered by the file's checksum or checked itself: a change is never accepted,
         # except a missing checksum, which is how files written before checksums load (with a warning).
-        _check_loader(kind, path, must_fail=not (key == "checksum" and value in (None, _DELETE)))
+        _check_loader(kind, path, must_fail=not (key == "checksum" and value in (None, DELETE)))
 
     prop()
 
@@ -373,14 +360,9 @@ def test_cli_refuses_corrupt_weights(kind, real, scratch, capsys):
 # ---- the CLI: numeric flags -------------------------------------------------------------------------
 
 def _numeric_flags():
-    def walk(parser, path):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    yield from walk(sub, path + [name])
-            elif action.option_strings and action.type is not None and getattr(action.type, "__module__", "") == "edgenas.cli.types":
-                yield path, action
-    return list(walk(build_parser(), []))
+    from edgenas.cli.types import walk_flags
+
+    return [(p, a) for p, a in walk_flags(build_parser()) if getattr(a.type, "__module__", "") == "edgenas.cli.types"]
 
 
 FLAGS = _numeric_flags()

@@ -12,16 +12,7 @@ from edgenas.cli import build_parser, main
 from edgenas.cli import types as T
 
 
-def _walk(parser: argparse.ArgumentParser, path: list[str]):
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, sub in action.choices.items():
-                yield from _walk(sub, path + [name])
-        elif action.option_strings and action.type is not None:
-            yield path, action
-
-
-FLAGS = [(path, a) for path, a in _walk(build_parser(), []) if a.type is not None]
+FLAGS = list(T.walk_flags(build_parser()))
 IDS = [f"{' '.join(p)} {a.option_strings[-1]}" for p, a in FLAGS]
 
 

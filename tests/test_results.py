@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from conftest import write_table
+from conftest import DELETE, set_in, write_table
 from edgenas.errors import ConfigError
 from edgenas.latency.table import LatencyTable
 from edgenas.search import Constraint, Metric, cost_metric, latency_metric, load_results, metric_range, search
@@ -62,18 +62,7 @@ def test_a_version_1_file_with_the_flat_budget_is_read(written, tmp_path):
 
 
 def _set(path, value):
-    def change(d):
-        node = d
-        for k in path[:-1]:
-            node = node[k]
-        if value is DELETE:
-            del node[path[-1]]
-        else:
-            node[path[-1]] = value
-    return change
-
-
-DELETE = object()
+    return lambda d: set_in(d, path, value)
 
 
 @pytest.mark.parametrize("path, value, message", [

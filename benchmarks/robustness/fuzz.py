@@ -442,15 +442,10 @@ def generate(c: Cases) -> list[dict]:
 
 def numeric_flags():
     from edgenas.cli import build_parser
+    from edgenas.cli.types import walk_flags
 
-    def walk(parser, path):
-        for action in parser._actions:
-            if isinstance(action, argparse._SubParsersAction):
-                for name, sub in action.choices.items():
-                    yield from walk(sub, path + [name])
-            elif action.option_strings and action.type is not None and getattr(action.type, "__module__", "") == "edgenas.cli.types":
-                yield path, action.option_strings[-1]
-    return list(walk(build_parser(), []))
+    return [(p, a.option_strings[-1]) for p, a in walk_flags(build_parser())
+            if getattr(a.type, "__module__", "") == "edgenas.cli.types"]
 
 
 # ---- running and scoring ----------------------------------------------------------------------------

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.errors import EdgeNASError
     from edgenas.export import ExportMetadata, check_dependencies, export_subnet, measure_exports, parse_formats
     from edgenas.export.api import first_images
-    from edgenas.export.formats import FORMATS as FORMATS_BY_NAME
+    from edgenas.export.formats import FORMATS as FORMATS_BY_NAME, formats_for
     from edgenas.space import Arch
 
     formats = parse_formats(args.format)
@@ -96,10 +96,8 @@ def run(args: argparse.Namespace) -> int:
 
     tables = _load_tables(args.latency_table)
     for t in tables:  # a table of edgenas's predicts the files of its runtime and precision only (OFA's: any)
-        if t.header.get("runtime") in ("onnxruntime", "tflite") and not any(FORMATS_BY_NAME[f].runtime == t.header.get("runtime") and FORMATS_BY_NAME[f].precision == t.precision
-                   for f in formats):
-            wanted = [n for n, f in FORMATS_BY_NAME.items()
-                      if f.runtime == t.header.get("runtime") and f.precision == t.precision]
+        wanted = formats_for(t.header.get("runtime"), t.precision)
+        if t.header.get("runtime") in ("onnxruntime", "tflite") and not set(formats) & set(wanted):
             raise EdgeNASError(f"latency table {t.name} is an {t.precision} {t.header.get('runtime')} table, but "
                                f"--format {','.join(formats)} writes no such file; add --format "
                                f"{' or '.join(wanted) or 'a matching format'}, or pass a table of the precision you export")

@@ -85,3 +85,16 @@ seed = count(0, MAX_SEED)
 threads = count(1, MAX_THREADS)
 batch_size = count(1, MAX_BATCH)
 resolution = count(1, MAX_RESOLUTION)
+
+
+def walk_flags(parser, path: tuple[str, ...] = ()):
+    """(subcommand path, action) for every option of `parser` and its subcommands that has a
+    type: what the flag tests and the bad-input benchmark feed values to."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from walk_flags(sub, path + (name,))
+        elif action.option_strings and action.type is not None:
+            yield list(path), action

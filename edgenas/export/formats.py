@@ -84,17 +84,7 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 )}
 
 
-def get_format(name: str) -> Format:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise EdgeNASError(f"unknown export format {name!r}; choose from {', '.join(FORMATS)}") from None
-
-
-def runtime_format(runtime: str, precision: str = "fp32") -> Format:
-    """The format a device runtime runs at a precision (what its latency table times)."""
-    for f in FORMATS.values():
-        if f.runtime == runtime and f.precision == precision:
-            return f
-    have = ", ".join(f"{f.runtime} {f.precision}" for f in FORMATS.values())
-    raise EdgeNASError(f"no model format for runtime {runtime!r} at {precision}; edgenas writes: {have}")
+def formats_for(runtime: str, precision: str = "fp32") -> list[str]:
+    """The names of the formats a device profile or a latency table of `runtime` and `precision`
+    times: what `--measure` measures and a table predicts."""
+    return [name for name, f in FORMATS.items() if f.runtime == runtime and f.precision == precision]

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from edgenas.errors import EdgeNASError
 from edgenas.export.card import CARD_NAME, load_card, write_card
-from edgenas.export.formats import FORMATS
+from edgenas.export.formats import formats_for
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,9 @@ class LatencyComparison:
 
 def check_measurable(profile, formats) -> None:
     """EdgeNASError unless one of `formats` is a file the profile measures: its runtime and precision."""
-    if not any(_measures(profile, f) for f in formats):
-        wanted = " or ".join(n for n in FORMATS if _measures(profile, n)) or "another format"
+    wanted = formats_for(profile.runtime, getattr(profile, "precision", "fp32"))
+    if not set(formats) & set(wanted):
+        wanted = " or ".join(wanted) or "another format"
         what = profile.runtime if profile.precision == "fp32" else f"{profile.precision} {profile.runtime}"
         raise EdgeNASError(f"device profile {profile.name} runs {what} models, but the export has no "
                            f"file for it; add --format {wanted} or pick a profile for another runtime")
@@ -70,8 +71,7 @@ def check_measurable(profile, formats) -> None:
 
 def _measures(profile, fmt: str) -> bool:
     """Whether a profile measures files of format `fmt` (same runtime, same precision)."""
-    return fmt in FORMATS and FORMATS[fmt].runtime == profile.runtime and \
-        FORMATS[fmt].precision == getattr(profile, "precision", "fp32")
+    return fmt in formats_for(profile.runtime, getattr(profile, "precision", "fp32"))
 
 
 def _predicted_for(card: dict, profile) -> tuple[str | None, float | None]:
