@@ -8,7 +8,7 @@
 paramiko is imported only when an SSH transport is opened (extra ``edgenas[ssh]``).
 """
 from edgenas.device.profile import DeviceProfile, SSHConfig, load_profile
-from edgenas.device.runner import AGENT_PATH, MeasureResult, device_fingerprint, measure_models
+from edgenas.device.runner import AGENT_PATH, MeasureResult, device_fingerprint, measure_models, measure_written
 from edgenas.device.transport import (
     CommandError,
     ConnectionLost,
@@ -33,5 +33,6 @@ __all__ = [
     "device_fingerprint",
     "load_profile",
     "measure_models",
+    "measure_written",
     "open_transport",
 ]

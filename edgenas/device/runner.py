@@ -2,6 +2,12 @@
 
     fp = device_fingerprint(profile)                       # what the device is and has
     results = measure_models(profile, paths, on_result=save_one, chunk_size=200)
+    results = measure_written(profile, ops, write_chunk, on_result=store)  # write -> measure -> clean up
+
+`measure_written` is the one measurement step every latency edgenas reports goes through: the
+profiler's single layers and whole subnets (calibration, --validate, search --verify) and
+`export --measure`. For each chunk of items it writes their model files into a temporary
+directory, measures them with `measure_models`, and removes them.
 
 `measure_models` opens one transport (one SSH connection), uploads the agent once, and for each
 chunk of models uploads the chunk in one batch, runs the agent once over the chunk and calls
@@ -190,6 +196,51 @@ def measure_models(
                     with contextlib.suppress(DeviceError):
                         t.remove(names.values())
     return [r for r in results if r is not None]
+
+
+def measure_written(
+    profile: DeviceProfile,
+    items: Sequence[Any],
+    write: Callable[[Sequence[Any], Path, Callable[[str], None]], Sequence[Path]] | None,
+    *,
+    transport: Transport | None = None,
+    chunk_size: int = 25,
+    repeats: int = 1,
+    on_result: Callable[[Any, MeasureResult], None] | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> list[MeasureResult]:
+    """Write, upload, measure and remove the model files of `items`, a chunk at a time.
+
+    write(chunk, directory, on_stage) writes one model file per item of the chunk into
+    `directory` (a fresh temporary directory) and returns their paths in the chunk's order; it
+    may report its progress through on_stage(text). With write=None the items are existing model
+    files, measured and left in place. Each chunk is measured `repeats` times, in whole passes
+    over the chunk, so that the repeats of one model lie apart in time. on_result(item, result)
+    is called as each result arrives, in pass order; results are returned in the same order.
+    One transport (one SSH connection, one agent upload) serves every chunk.
+    """
+    if chunk_size < 1 or repeats < 1:
+        raise ValueError("chunk_size and repeats must be at least 1")
+    stage = on_stage or (lambda _text: None)
+    results: list[MeasureResult] = []
+    with _transport(profile, transport) as t:
+        for start in range(0, len(items), chunk_size):
+            chunk = list(items[start:start + chunk_size])
+            with tempfile.TemporaryDirectory(prefix="edgenas-models-") as d:
+                paths = [Path(p) for p in (chunk if write is None else write(chunk, Path(d), stage))]
+                if len(paths) != len(chunk):
+                    raise ValueError(f"write() returned {len(paths)} model files for {len(chunk)} items")
+                item_of = {p: item for p, item in zip(paths, chunk)}
+                if len(item_of) != len(chunk):
+                    raise ValueError("write() returned the same model file for two items")
+
+                def arrived(r: MeasureResult) -> None:
+                    if on_result is not None:
+                        on_result(item_of[r.path], r)
+
+                for _ in range(repeats):
+                    results += measure_models(profile, paths, on_result=arrived, transport=t, on_stage=on_stage)
+    return results
 
 
 def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_of, deliver, on_stage=None) -> None:

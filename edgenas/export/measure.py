@@ -103,7 +103,8 @@ def measure_exports(
     profile: a `DeviceProfile` or a profile path/name.
     budget_ms: the latency budget; default the one recorded in the card.
     """
-    from edgenas.device import load_profile, measure_models
+    from edgenas.device import load_profile
+    from edgenas.device.runner import measure_written
 
     if hasattr(export, "card_path"):
         card_path, card = Path(export.card_path), export.card
@@ -141,6 +142,6 @@ def measure_exports(
         if on_result is not None:
             on_result(c)
 
-    measure_models(profile, list(files.values()), on_result=record)
+    measure_written(profile, list(files.values()), None, on_result=lambda _path, r: record(r))
     write_card(card_path, card)
     return comparisons

@@ -5,7 +5,8 @@
 
 One run opens one transport (one SSH session), checks the device, then for each chunk of
 missing layers writes the single-op models, uploads them in one batch and measures them with one
-agent process (`edgenas.device.runner.measure_models`). Every result goes into the table as it
+agent process (`edgenas.device.runner.measure_written`, the measurement step whole subnets and
+exported files take too). Every result goes into the table as it
 arrives and the file is rewritten atomically at most every `flush_s` seconds and at the end, also
 when the run fails or is interrupted: rerunning the same command measures only the keys that
 are still missing. Finally a few whole subnets are measured to calibrate the table (see
@@ -16,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgenas.device import DeviceProfile, device_fingerprint, load_profile, measure_models, open_transport
-from edgenas.device.runner import MeasureResult
+from edgenas.device import DeviceProfile, device_fingerprint, load_profile, open_transport
+from edgenas.device.runner import MeasureResult, measure_written
 from edgenas.device.transport import Transport
 from edgenas.errors import DeviceError, EdgeNASError
 from edgenas.latency.formats import ModelFormat, model_format
@@ -273,10 +273,9 @@ def _measure_overhead(profile, t, fmt: ModelFormat, table: LatencyTable, saver: 
         return
     import torch
 
-    with tempfile.TemporaryDirectory(prefix="edgenas-ops-") as d:
-        write = getattr(fmt, "write_overhead", fmt.write_net)  # int8 tables: the fp32 call overhead
-        path = write(torch.nn.ReLU(), OVERHEAD_SHAPE, Path(d) / f"overhead{fmt.suffix}")
-        (r,) = measure_models(profile, [path], transport=t)
+    write_overhead = getattr(fmt, "write_overhead", fmt.write_net)  # int8 tables: the fp32 call overhead
+    (r,) = measure_written(profile, [torch.nn.ReLU()], lambda chunk, d, _stage: [
+        write_overhead(chunk[0], OVERHEAD_SHAPE, d / f"overhead{fmt.suffix}")], transport=t)
     if not r.ok:
         raise DeviceError(f"device '{profile.name}' cannot run even a one-node model: {r.error}")
     table.update_calibration(overhead_ms=round(r.median_ms, 6), overhead=_result_entry(r),
@@ -291,34 +290,25 @@ def _bar(total: int, desc: str, progress: bool, position: int):
 
 
 def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progress, position, on_result) -> None:
-    with _bar(len(todo), f"{profile.name} ops", progress, position) as bar, \
-            tempfile.TemporaryDirectory(prefix="edgenas-ops-") as d:
-        for start in range(0, len(todo), chunk_size):
-            chunk = todo[start:start + chunk_size]
-            key_of = {}
-            for i, op in enumerate(chunk):
-                path = fmt.write_op(op, Path(d) / f"op{start + i:05d}{fmt.suffix}")
-                key_of[path.name] = op.key
+    with _bar(len(todo), f"{profile.name} ops", progress, position) as bar:
+        def write(chunk, d: Path, stage) -> list[Path]:
+            stage(f"writing {len(chunk)} models")
+            return [fmt.write_op(op, d / f"op{i:05d}{fmt.suffix}") for i, op in enumerate(chunk)]
 
-            def stored(r: MeasureResult) -> None:
-                key = key_of[r.model]
-                if r.ok:
-                    table.set(key, _result_entry(r))
-                    report.measured.append(key)
-                    saver.touch()
-                else:
-                    report.failed[key] = r.error
-                    log.warning("%s: %s failed: %s", profile.name, key, r.error)
-                bar.update(1)
-                if on_result is not None:
-                    on_result(key, r)
+        def stored(op, r: MeasureResult) -> None:
+            if r.ok:
+                table.set(op.key, _result_entry(r))
+                report.measured.append(op.key)
+                saver.touch()
+            else:
+                report.failed[op.key] = r.error
+                log.warning("%s: %s failed: %s", profile.name, op.key, r.error)
+            bar.update(1)
+            if on_result is not None:
+                on_result(op.key, r)
 
-            try:
-                measure_models(profile, [Path(d) / n for n in key_of], on_result=stored, transport=t,
-                               on_stage=bar.set_postfix_str)
-            finally:
-                for n in key_of:
-                    (Path(d) / n).unlink(missing_ok=True)
+        measure_written(profile, todo, write, transport=t, chunk_size=chunk_size, on_result=stored,
+                        on_stage=bar.set_postfix_str)
 
 
 def calibration_archs(space: SearchSpace, resolutions: Sequence[int], k: int, seed: int) -> list[Arch]:
@@ -405,30 +395,23 @@ def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpac
         with torch.random.fork_rng():  # latency does not depend on the weights; seed them for reproducible files
             torch.manual_seed(0)
             supernet = Supernet(space).eval()
-    results: list[MeasureResult] = []
-    with _opened(profile, transport) as t, _bar(len(archs) * repeats, desc, progress, position) as bar, \
-            tempfile.TemporaryDirectory(prefix="edgenas-nets-") as d:
-        for start in range(0, len(archs), chunk_size):
-            paths, arch_of = [], {}
-            chunk = archs[start:start + chunk_size]
-            for i, a in enumerate(chunk):
-                bar.set_postfix_str(f"exporting {i + 1}/{len(chunk)}")
-                net = supernet.materialize(a)
-                paths.append(fmt.write_net(net, (1, space.in_channels, a.resolution, a.resolution),
-                                           Path(d) / f"net{start + i:05d}{fmt.suffix}"))
-                arch_of[paths[-1].name] = a
 
-            def arrived(r: MeasureResult) -> None:
-                bar.update(1)
-                if on_result is not None:
-                    on_result(arch_of[r.model], r)
+    def write(chunk, d: Path, stage) -> list[Path]:
+        paths = []
+        for i, a in enumerate(chunk):
+            stage(f"exporting {i + 1}/{len(chunk)}")
+            paths.append(fmt.write_net(supernet.materialize(a), (1, space.in_channels, a.resolution, a.resolution),
+                                       d / f"net{i:05d}{fmt.suffix}"))
+        return paths
 
-            for _ in range(repeats):
-                results += measure_models(profile, paths, on_result=arrived, transport=t,
-                                          on_stage=bar.set_postfix_str)
-            for p in paths:
-                p.unlink(missing_ok=True)
-    return results
+    with _opened(profile, transport) as t, _bar(len(archs) * repeats, desc, progress, position) as bar:
+        def arrived(a: Arch, r: MeasureResult) -> None:
+            bar.update(1)
+            if on_result is not None:
+                on_result(a, r)
+
+        return measure_written(profile, list(archs), write, transport=t, chunk_size=chunk_size, repeats=repeats,
+                               on_result=arrived, on_stage=bar.set_postfix_str)
 
 
 def _duration(seconds: float) -> str:
