@@ -372,6 +372,37 @@ def test_measure_models_streams_results_in_order(profile, models, tmp_path):
     assert list(Path(profile.workdir).iterdir()) == []  # the run's temp dir is gone
 
 
+def test_measure_written_writes_measures_and_removes_each_chunk(profile, models):
+    """The one measurement step: write() gets each chunk and a fresh directory, results come back
+    per item (a failing model is data), repeats are whole passes, and the written files are gone."""
+    from edgenas.device import measure_written
+
+    items = ["matmul", "broken", "dynamic", "int8", "matmul"]
+    written, dirs, seen = [], set(), []
+
+    def write(chunk, d, stage):
+        stage(f"writing {len(chunk)}")
+        dirs.add(d)
+        paths = [d / f"{i}-{name}.onnx" for i, name in enumerate(chunk)]
+        for name, path in zip(chunk, paths):
+            path.write_bytes(models[name].read_bytes())
+        written.extend(paths)
+        return paths
+
+    stages = []
+    results = measure_written(profile, items, write, chunk_size=2, repeats=2,
+                              on_result=lambda item, r: seen.append((item, r)), on_stage=stages.append)
+    assert len(dirs) == 3 and len(results) == 2 * len(items) and "writing 2" in stages
+    assert [item for item, _ in seen] == ["matmul", "broken"] * 2 + ["dynamic", "int8"] * 2 + ["matmul"] * 2
+    assert [r for _, r in seen] == results
+    assert all(r.ok == (item != "broken") for item, r in seen)
+    assert not any(p.exists() for p in written)  # removed after measuring
+    kept = measure_written(profile, [models["matmul"], models["dynamic"]], None)  # existing files stay
+    assert [r.model for r in kept] == ["matmul.onnx", "dynamic.onnx"] and models["matmul"].is_file()
+    with pytest.raises(ValueError, match="2 model files for 1 items"):
+        measure_written(profile, ["matmul"], lambda chunk, d, stage: [models["matmul"]] * 2)
+
+
 def test_interleaved_rounds_report_their_stages_while_no_result_has_arrived(profile, models):
     """With rounds, results only come at a chunk's end: on_stage says what is happening before."""
     prof = dataclasses.replace(profile, rounds=2)
