@@ -103,3 +103,109 @@ def test_each_check_fails_alone():
 def test_too_few_subnets_are_not_judged():
     check = assess_calibration([1.0, 2.0], [1.0, 5.0], Calibration(), [2.0, 1.0])
     assert check.reliable and check.to_header()["checked_on"] == 2 and check.spearman is None
+
+
+# ---- the per-type correction ---------------------------------------------------------------
+
+from edgenas.latency.calibration import (MIN_SLOPE_SHARE, PER_TYPE_MIN_NETS, SMALLEST_FLOOR,  # noqa: E402
+                                         choose_calibration, fit_per_type, op_type)
+
+
+def _per_type_data(true_scales, n, noise, seed=0, offset=0.3):
+    """Calibration subnets of mbv3-w1.0 over its resolutions on a MACs-proportional table, their
+    'measurements' made with known per-type scales (1.0 for types not named)."""
+    from edgenas.latency.ops import enumerate_ops
+    from edgenas.latency.table import LatencyTable, entry
+    from edgenas.space import load_space, sample, smallest
+
+    space = load_space("mbv3-w1.0")
+    table = LatencyTable.create(space, "synthetic")
+    for op in enumerate_ops(space):
+        ms = op.macs / 1e7 + 0.01
+        table.set(op.key, entry(ms, ms, 0.0, 1))
+    rng = np.random.default_rng(seed)
+    archs = sample(space, rng, n)
+    sums = [table.type_sums(a) for a in archs]
+    measured = np.array([sum(true_scales.get(t, 1.0) * v for t, v in s.items()) + offset for s in sums])
+    measured *= rng.normal(1.0, noise, n)
+    low = [smallest(space, r) for r in space.resolutions]
+    smallest_raw = min(table.predict_raw(a) for a in low)
+    line = fit_calibration([sum(s.values()) for s in sums], measured, 0.0, smallest_raw_ms=smallest_raw)
+    return sums, measured, line, [table.type_sums(a) for a in low], smallest_raw
+
+
+def test_op_types_follow_what_the_layers_are():
+    from edgenas.space import arch_ops, largest, load_space
+
+    space = load_space("mbv3-tiny")
+    types = [op_type(op) for op in arch_ops(space, largest(space))]
+    assert types[:2] == ["stem", "first_block"] and types[-4:] == ["final_expand", "head", "head", "head"]
+    # mbv3-tiny's units: relu, relu+SE, hswish, hswish+SE, hswish+SE; largest() takes kernel 7
+    assert set(types[2:-4]) == {"mbconv-k7-relu", "mbconv-k7-relu-se", "mbconv-k7-hswish", "mbconv-k7-hswish-se"}
+
+
+def test_per_type_fit_recovers_known_scales():
+    true = {"mbconv-k3-relu": 0.7, "mbconv-k5-hswish-se": 1.4, "mbconv-k7-hswish-se": 0.85, "mbconv-k7-relu-se": 1.25}
+    sums, measured, line, low, smallest_raw = _per_type_data(true, 80, noise=0.002)
+    choice = choose_calibration(sums, measured, line, low, smallest_raw_ms=smallest_raw)
+    assert choice.used and choice.cv_per_type < 0.5 * choice.cv_line and choice.n == 80
+    for t, s in true.items():
+        assert choice.scales[t] == pytest.approx(s, rel=0.05), t
+    # The types measured as they are stay near 1: the line's scale does not leak into them.
+    for t in ("mbconv-k3-hswish", "mbconv-k5-relu", "mbconv-k7-hswish"):
+        assert choice.scales[t] == pytest.approx(1.0, rel=0.05), t
+    cal = choice.calibration(line)
+    pred = [cal.predict_sums(s) for s in sums]
+    assert np.max(np.abs(np.array(pred) / measured - 1)) < 0.02
+
+
+def test_per_type_falls_back_to_the_line_when_it_does_not_help():
+    # One factor for every type: the line already says everything, per type only adds variance.
+    sums, measured, line, low, smallest_raw = _per_type_data({}, 24, noise=0.02, seed=3)
+    choice = choose_calibration(sums, measured, line, low, smallest_raw_ms=smallest_raw)
+    assert not choice.used and choice.decision.startswith("the line: leave-one-out error")
+    assert choice.cv_line is not None and choice.cv_per_type is not None
+    assert choice.calibration(line) is line
+    header = choice.to_header()
+    assert header["used"] is False and header["cv_line"] == round(choice.cv_line, 6) and header["scales"]
+    # Too few subnets: not even tried.
+    few = choose_calibration(sums[:PER_TYPE_MIN_NETS - 1], measured[:PER_TYPE_MIN_NETS - 1], line, low)
+    assert not few.used and few.cv_line is None and f"needs at least {PER_TYPE_MIN_NETS}" in few.decision
+    assert "scales" not in few.to_header()
+
+
+def test_a_per_type_calibration_round_trips_through_the_header():
+    sums, measured, line, low, smallest_raw = _per_type_data({"mbconv-k7-relu-se": 1.5}, 30, noise=0.002)
+    choice = choose_calibration(sums, measured, line, low, smallest_raw_ms=smallest_raw)
+    assert choice.used
+    header = {"calibration": {"overhead_ms": line.overhead_ms, "scale": line.scale, "offset_ms": line.offset_ms,
+                              "per_type": choice.to_header()}}
+    back = Calibration.from_header(header)
+    assert back.per_type and back.type_scales == choice.scales and back.offset_ms == choice.offset_ms
+    assert back.scale == line.scale and back.layer_scale("no-such-type") == line.scale
+    with pytest.raises(ValueError, match="per-type"):
+        back.apply(1.0)
+    header["calibration"]["per_type"]["used"] = False  # recorded but not chosen: the line
+    assert Calibration.from_header(header) == line
+
+
+layer_sums = st.lists(st.floats(0.0, 50.0), min_size=3, max_size=3)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(layer_sums, positive), min_size=2, max_size=20),
+       st.lists(layer_sums, min_size=1, max_size=3), st.just(0.0) | st.floats(1e-4, 5.0),
+       st.floats(0.0, 10.0))
+def test_any_per_type_fit_is_positive_monotone_and_holds_the_floor(points, floors, overhead, shrink):
+    x, measured = np.array([p[0] for p in points]), np.array([p[1] for p in points])
+    floor = np.minimum(np.array(floors), x.min(0))  # the smallest subnets sum at most what any fitted one does
+    raw = x.sum(1)
+    line = fit_calibration(raw, measured, overhead, smallest_raw_ms=float(floor.sum(1).min()))
+    scales, offset = fit_per_type(x, measured, line, floor, shrink)
+    assert np.all(np.isfinite(scales)) and np.isfinite(offset)
+    # Positive scales: a prediction grows with every layer.
+    assert np.all(scales >= MIN_SLOPE_SHARE * line.scale * (1 - 1e-12)) and np.all(scales > 0)
+    for row in floor:
+        scaled = float(row @ scales)
+        assert scaled + offset >= max(SMALLEST_FLOOR * scaled, overhead) - 1e-9 * max(1.0, abs(offset))
+    assert np.all(x @ scales + offset >= -1e-9)  # each fitted subnet sums at least a floor row's layers

@@ -210,6 +210,12 @@ def _first_op(data):
     (lambda d: d["header"].update(calibration={"scale": float("nan")}), "key 'header.calibration.scale': got NaN"),
     (lambda d: d["header"].update(calibration={"overhead_ms": -1}), "key 'header.calibration.overhead_ms': got -1"),
     (lambda d: d["header"].update(space=["mbv3-tiny"]), "key 'header.space': got a list ['mbv3-tiny'], expected a mapping"),
+    (lambda d: d["header"].update(calibration={"per_type": {"used": True, "scales": {"stem": -1.0}}}),
+     "key 'header.calibration.per_type.scales.stem': got -1.0"),
+    (lambda d: d["header"].update(calibration={"per_type": {"used": True}}),
+     "key 'header.calibration.per_type.scales': got nothing"),
+    (lambda d: d["header"].update(calibration={"per_type": {"used": "yes", "scales": {"stem": 1.0}}}),
+     "key 'header.calibration.per_type.used': got 'yes', expected true or false"),
     (lambda d: d.update(extra=1), "key 'extra': got an unknown key, expected one of header, ops"),
 ])
 def test_bad_tables_name_the_file_and_key(tmp_path, change, words):
@@ -233,3 +239,68 @@ def test_bad_ofa_tables_name_the_file(tmp_path, text, words):
         LatencyTable.load(path)
     msg = str(err.value)
     assert msg.startswith(str(path)) and words in msg and len(msg) < 300, msg
+
+
+def _per_type(table, space):
+    """A per-type calibration on `table` as the profiler records it: one scale per op type."""
+    from edgenas.latency.calibration import op_type
+
+    types = sorted({op_type(op) for op in enumerate_ops(space)})
+    rng = np.random.default_rng(5)
+    scales = {t: float(rng.uniform(0.5, 2.0)) for t in types}
+    table.update_calibration(overhead_ms=0.1, scale=0.9, offset_ms=0.3,
+                             per_type={"used": True, "scales": scales, "offset_ms": 0.4})
+    return scales
+
+
+@pytest.mark.parametrize("name", ["mbv3-tiny", "mbv3-w1.0"])
+def test_a_per_type_calibration_predicts_the_same_scalar_and_vectorised(name, tmp_path):
+    from edgenas.latency.calibration import op_type
+
+    space = load_space(name)
+    table = synthetic_table(space)
+    scales = _per_type(table, space)
+    archs = sample(space, np.random.default_rng(1), 100) + [smallest(space), largest(space)]
+    arch = archs[0]
+    expected = sum(scales[op_type(op)] * (table.value(op.key) - 0.1) for op in arch_ops(space, arch)) + 0.4
+    assert table.predict(arch) == pytest.approx(expected, rel=1e-12)
+    np.testing.assert_allclose(table.predictor()(encode(space, archs)), table.predict(archs), rtol=1e-12)
+    back = LatencyTable.load(table.save(tmp_path / "t.yaml"))  # the header round trip
+    assert back.calibration.type_scales == scales
+    np.testing.assert_allclose(back.predict_genomes(encode(space, archs)), table.predict(archs), rtol=1e-12)
+    # The lowest subnet anywhere in the space, under these scales, is what `lowest` finds.
+    low = table.predictor().lowest()
+    genomes = sample_genomes(space, np.random.default_rng(2), 5000)
+    raw = table.predictor().raw(genomes)
+    for ri in range(len(space.resolutions)):
+        assert low[ri] <= raw[genomes[:, 0] == ri].min() + 1e-12
+
+
+def test_a_per_type_lookup_costs_what_the_line_does():
+    """The per-type scales are folded into the lookup: a call is the same gather and sum. A
+    ratio in one process (both under the same load), loose for a shared CI machine."""
+    space = load_space("mbv3-w1.0")
+    line = synthetic_table(space, {"overhead_ms": 0.1, "scale": 0.9, "offset_ms": 0.3}).predictor()
+    per_type_table = synthetic_table(space)
+    _per_type(per_type_table, space)
+    per_type = per_type_table.predictor()
+    genomes = sample_genomes(space, np.random.default_rng(0), 20000)
+
+    times = {line: [], per_type: []}
+    for _ in range(7):  # interleaved, so a slow spell of the machine hits both
+        for f in times:
+            t = time.perf_counter()
+            f(genomes)
+            times[f].append(time.perf_counter() - t)
+    assert min(times[per_type]) < 1.5 * min(times[line])
+
+
+def test_a_table_without_per_type_predicts_with_the_line_exactly():
+    space = load_space("mbv3-tiny")
+    table = synthetic_table(space, {"overhead_ms": 0.25, "scale": 1.5, "offset_ms": 0.75})
+    arch = sample(space, np.random.default_rng(0))
+    assert table.predict(arch) == 1.5 * table.predict_raw(arch) + 0.75  # bit for bit, as before
+    assert not table.calibration.per_type
+    # Recorded but not chosen: still the line.
+    table.update_calibration(per_type={"used": False, "scales": {"stem": 2.0}, "offset_ms": 9.0})
+    assert table.predict(arch) == 1.5 * table.predict_raw(arch) + 0.75

@@ -139,6 +139,46 @@ def test_cli_builds_then_validates(built, tmp_path):
     assert yaml.safe_load(out.read_text())["header"]["validation"]["n"] == 4
 
 
+@pytest.mark.slow
+def test_cli_records_the_per_type_decision(built, tmp_path, space):
+    """`edgenas profile` with 12 calibration subnets fits the per-type correction, decides by
+    leave-one-out error and records both errors; the table predicts the same scalar and
+    vectorised with the model it chose, and with the per-type model forced on."""
+    from edgenas.latency.calibration import PER_TYPE_GAIN, PER_TYPE_MIN_DROP, choose_calibration, fit_calibration
+    from edgenas.space import encode
+
+    out = tmp_path / "t.yaml"
+    shutil.copyfile(built.path, out)  # reuse the measured ops and 2 subnets: the run measures 10 more
+    p = _cli(LOCAL, "--space", "mbv3-tiny", "--resolutions", "24", "--out", out, "--runs", "3", "--warmup", "1",
+             "--calibrate", "12", "--json")
+    assert p.returncode == 0, p.stderr
+    cal = yaml.safe_load(out.read_text())["header"]["calibration"]
+    pt = cal["per_type"]
+    assert pt["fitted_on"] == 12 and pt["cv_line"] > 0 and pt["cv_per_type"] > 0 and pt["scales"]
+    rule = pt["cv_per_type"] <= PER_TYPE_GAIN * pt["cv_line"] and pt["cv_line"] - pt["cv_per_type"] >= PER_TYPE_MIN_DROP
+    assert pt["used"] is rule and pt["decision"] in p.stderr
+    assert json.loads(p.stdout.splitlines()[-1])["calibration"]["per_type"]["used"] is pt["used"]
+    table = LatencyTable.load(out)
+    assert table.calibration.per_type is pt["used"]
+    # The recorded decision is the one the stored measurements give.
+    archs = [Arch.parse(a, space) for a in cal["networks"]]
+    measured = [cal["networks"][str(a)]["median"] for a in archs]
+    low = [smallest(space, 24)]
+    line = fit_calibration([table.predict_raw(a) for a in archs], measured, cal["overhead_ms"],
+                           smallest_raw_ms=table.predict_raw(low[0]))
+    again = choose_calibration([table.type_sums(a) for a in archs], measured, line, [table.type_sums(a) for a in low],
+                               smallest_raw_ms=table.predict_raw(low[0]))
+    assert again.used is pt["used"] and round(again.cv_line, 6) == pt["cv_line"]
+    rng = np.random.default_rng(4)
+    tests = [Arch(24, sample(space, rng).units) for _ in range(50)] + [smallest(space, 24), largest(space, 24)]
+    for forced in (False, True):
+        if forced:  # the per-type model on this real table, whichever was chosen
+            table.update_calibration(per_type={**pt, "used": True})
+            assert table.calibration.per_type
+        np.testing.assert_allclose(table.predict_genomes(encode(space, tests)), table.predict(tests), rtol=1e-12)
+        assert table.predict(smallest(space, 24)) > 0
+
+
 def test_validation_measures_the_table_not_the_device_drift(built, tmp_path, space, caplog):
     """A table built while the device ran three times as fast: the calibration subnets measured
     again among the validation subnets give the drift, and the comparison is made at the
@@ -230,7 +270,8 @@ def test_calibration_subnets_are_measured_twice_and_the_check_is_recorded(checke
     # The recorded verdict is the one the stored measurements give.
     archs = [Arch.parse(a, space) for a in nets]
     again = assess_calibration([table.predict_raw(a) for a in archs], [nets[str(a)]["median"] for a in archs],
-                               table.calibration, [nets[str(a)]["repeat_median"] for a in archs])
+                               table.calibration, [nets[str(a)]["repeat_median"] for a in archs],
+                               predicted_ms=[table.predict(a) for a in archs])
     assert again.to_header() == check
     assert table.unreliable == list(check.get("reasons", []))
     assert table.predict(smallest(space, 24)) > 0

@@ -90,8 +90,12 @@ def run(args: argparse.Namespace) -> int:
         check = (report.table.header.get("calibration") or {}).get("check") or {}
         verdict = ("unreliable" if report.table.unreliable else
                    f"checked on {check['checked_on']} subnets" if check.get("spearman") is not None else "not checked")
-        log.info("%s: calibration: overhead %.4f ms per op, scale %.3f, offset %.3f ms (%s)", profile.name,
-                 cal.overhead_ms, cal.scale, cal.offset_ms, verdict)
+        per_type = (report.table.header.get("calibration") or {}).get("per_type") or {}
+        model = (f"per-type scales {min(cal.type_scales.values()):.3f}-{max(cal.type_scales.values()):.3f}"
+                 if cal.per_type else f"scale {cal.scale:.3f}")
+        log.info("%s: calibration: overhead %.4f ms per op, %s, offset %.3f ms (%s)%s", profile.name,
+                 cal.overhead_ms, model, cal.offset_ms, verdict,
+                 f"; {per_type['decision']}" if per_type.get("decision") else "")
         if report.failed:
             status = 1
             for key, err in report.failed.items():

@@ -32,8 +32,8 @@ from edgenas.device.transport import Transport
 from edgenas.errors import DeviceError, EdgeNASError
 from edgenas.latency.formats import ModelFormat, model_format
 from edgenas.latency.ops import enumerate_ops, estimate_seconds, resolutions_of
-from edgenas.latency.calibration import assess_calibration, fit_calibration
-from edgenas.latency.table import LatencyTable, entry
+from edgenas.latency.calibration import SMALLEST_FLOOR, assess_calibration, choose_calibration, fit_calibration
+from edgenas.latency.table import LatencyPredictor, LatencyTable, entry
 from edgenas.space import Arch, SearchSpace, load_space, sample
 from edgenas.space.arch import smallest as smallest_arch
 
@@ -71,7 +71,8 @@ class ProfileReport:
             "table": str(self.path), "profile": self.profile_key, "total_ops": self.total_ops,
             "measured": len(self.measured), "reused": self.reused, "failed": self.failed,
             "calibration_networks_measured": len(self.networks_measured),
-            "calibration": {k: c.get(k) for k in ("overhead_ms", "scale", "offset_ms", "fitted_on")},
+            "calibration": {**{k: c.get(k) for k in ("overhead_ms", "scale", "offset_ms", "fitted_on")},
+                            "per_type": {k: (c.get("per_type") or {}).get(k) for k in ("used", "cv_line", "cv_per_type")}},
             "estimate_s": round(self.estimate_s, 1), "seconds": round(self.seconds, 1),
             "phases": {k: round(v, 1) for k, v in self.phases.items()},
         }
@@ -334,7 +335,9 @@ def calibration_archs(space: SearchSpace, resolutions: Sequence[int], k: int, se
 
 def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progress, position, on_result) -> None:
     """Measure the calibration subnets twice (two passes, so a slow spell of the device shows as
-    a disagreement), fit the line, and check that the measurements support it."""
+    a disagreement), fit the line and the per-type correction, keep the per-type one only where
+    it predicts held-out subnets clearly better, and check that the measurements support the
+    model kept (edgenas.latency.calibration)."""
     cal = table.header.setdefault("calibration", {})
     nets = cal.setdefault("networks", {})
     archs = calibration_archs(space, res, k, seed)
@@ -361,16 +364,29 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
     used = [a for a in archs if str(a) in nets]
     raw = [table.predict_raw(a, space) for a in used]
     measured = [float(nets[str(a)]["median"]) for a in used]
-    smallest = min(table.predict_raw(smallest_arch(space, r), space) for r in res)
-    fitted = fit_calibration(raw, measured, float(cal.get("overhead_ms", 0.0)), smallest_raw_ms=smallest)
-    check = assess_calibration(raw, measured, fitted, [nets[str(a)].get("repeat_median") for a in used])
+    smallest = [smallest_arch(space, r) for r in res]
+    fitted = fit_calibration(raw, measured, float(cal.get("overhead_ms", 0.0)),
+                             smallest_raw_ms=min(table.predict_raw(a, space) for a in smallest))
+    choice = choose_calibration([table.type_sums(a, space) for a in used], measured, fitted,
+                                [table.type_sums(a, space) for a in smallest],
+                                smallest_raw_ms=min(table.predict_raw(a, space) for a in smallest))
+    model = choice.calibration(fitted)
+    if model.per_type:  # hold the floor at the lowest subnet under these scales, found over the whole space
+        sub = space.replace(resolutions=tuple(res))
+        low = float(np.nanmin(LatencyPredictor(table, sub, model).lowest()))
+        choice.offset_ms = max(choice.offset_ms, model.overhead_ms - low, -(1 - SMALLEST_FLOOR) * low)
+        model = choice.calibration(fitted)
+    check = assess_calibration(raw, measured, model, [nets[str(a)].get("repeat_median") for a in used],
+                               predicted_ms=[table.predict(a, space, calibration=model) for a in used])
     table.update_calibration(**{
         "method": "predict = scale * sum(max(op - overhead_ms, 0)) + offset_ms; overhead_ms is the median of "
                   "the overhead model (the per-call cost in every isolated op), scale and offset_ms a robust "
                   "(Huber) relative least-squares fit of measured on summed latency over the networks below, "
-                  "with scale > 0 and the smallest subnet predicted at >= half its summed layers x scale",
+                  "with scale > 0 and the smallest subnet predicted at >= half its summed layers x scale; "
+                  "per_type: one scale per op type instead, used only where its leave-one-out error is clearly "
+                  "lower (edgenas.latency.calibration)",
         "overhead_ms": fitted.overhead_ms, "scale": round(fitted.scale, 6), "offset_ms": round(fitted.offset_ms, 6),
-        "fitted_on": len(used), "check": check.to_header(),
+        "fitted_on": len(used), "per_type": choice.to_header(), "check": check.to_header(),
     })
     if not check.reliable:
         log.warning("%s", check.warning(table.name))

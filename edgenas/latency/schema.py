@@ -2,7 +2,7 @@
 
 An edgenas table is `{header, ops}`; the header is open metadata (the profiler adds records to it)
 but the keys that predictions read are checked: format, format_version, name, space, statistic,
-resolutions and the calibration (overhead_ms, scale, offset_ms, networks). Every entry of `ops`
+resolutions and the calibration (overhead_ms, scale, offset_ms, per_type, networks). Every entry of `ops`
 and of `calibration.networks` is a latency in milliseconds: finite, never negative. OFA's
 published `R_lookup_table.yaml` files are a mapping of layer keys to {count, mean, std}.
 """
@@ -78,6 +78,22 @@ def check_table(data: Any, source: str) -> tuple[dict, dict]:
                             ("offset_ms", {"min": -1e9, "max": 1e9})):
                 if key in cal:
                     value_of(float, cal[key], f"header.calibration.{key}", sp)
+            per_type = cal.get("per_type")
+            if per_type is not None:  # the per-type correction (edgenas.latency.calibration)
+                if not isinstance(per_type, Mapping):
+                    raise Invalid("header.calibration.per_type", per_type, "a mapping (used, scales, offset_ms, ...)")
+                if "used" in per_type:
+                    value_of(bool, per_type["used"], "header.calibration.per_type.used")
+                if "offset_ms" in per_type:
+                    value_of(float, per_type["offset_ms"], "header.calibration.per_type.offset_ms", {"min": -1e9, "max": 1e9})
+                scales = per_type.get("scales")
+                if scales is not None or per_type.get("used"):
+                    if not isinstance(scales, Mapping) or not scales:
+                        got = scales if "scales" in per_type else "nothing (the key is missing)"
+                        raise Invalid("header.calibration.per_type.scales", got, "a mapping of op type: scale > 0",
+                                      rendered="scales" not in per_type)
+                    for t, v in scales.items():
+                        value_of(float, v, f"header.calibration.per_type.scales.{echo(t)[1:-1]}", {"gt": 0.0, "max": 1e6})
             nets = cal.get("networks")
             if nets is not None:
                 if not isinstance(nets, Mapping):

@@ -9,14 +9,16 @@ A table file (`latency_tables/NAME.yaml`) is YAML with two parts:
       device: {profile, profile_key, transport, fingerprint: {cpu_model, cores, os, ...}}
       runtime: onnxruntime, runtime_version: 1.32.0, threads: 1, warmup: 10, runs: 50
       statistic: median           # which value of an entry predictions use
-      calibration: {...}          # see `Calibration`
+      calibration: {...}          # see `Calibration`; `per_type`: the per-op-type correction
     ops:                          # OFA-style readable keys, values in milliseconds
       expanded_conv-input:56x56x24-output:28x28x40-expand:72-kernel:5-stride:2-idskip:0-se:1-hs:0:
         {mean: 0.41, median: 0.40, std: 0.02, count: 50}
 
-`predict(arch)` sums the layers of `arch` and applies the calibration; a layer missing from the
-table raises `MissingKeyError` naming its key (never a silent zero). `predictor(space)` gives the
-vectorised form over genomes (`edgenas.space.encode`) for search.
+`predict(arch)` sums the layers of `arch` and applies the calibration (the line, or with a
+per-type correction each layer scaled by its op type's scale; see edgenas.latency.calibration);
+a layer missing from the table raises `MissingKeyError` naming its key (never a silent zero).
+`predictor(space)` gives the vectorised form over genomes (`edgenas.space.encode`) for search,
+with the per-type scales folded into its lookup arrays (as fast as the line).
 
 OFA's published tables (`{160..224}_lookup_table.yaml`, entries {count, mean, std}) load as a
 table for the space mbv3-w1.2 with `LatencyTable.load_ofa(dir)` or `LatencyTable.load(dir)`.
@@ -35,7 +37,7 @@ import yaml
 from edgenas import __version__
 from edgenas.errors import ConfigError, EdgeNASError
 from edgenas.io import atomic_write_text
-from edgenas.latency.calibration import Calibration, fit_calibration  # noqa: F401 (re-exported)
+from edgenas.latency.calibration import Calibration, fit_calibration, op_type  # noqa: F401 (re-exported)
 from edgenas.latency.schema import check_ofa, check_table, looks_like_ofa
 from edgenas.space.arch import Arch, decode, genome_of
 from edgenas.space.ops import arch_ops
@@ -246,11 +248,28 @@ class LatencyTable:
         ov = self.calibration.overhead_ms
         return float(sum(max(v - ov, 0.0) for _, v in self.breakdown(arch, space)))
 
-    def predict(self, arch: Arch | Iterable[Arch], space: SearchSpace | str | None = None):
-        """Predicted latency (ms) of one arch, or an array for a list of archs."""
+    def type_sums(self, arch: Arch, space: SearchSpace | str | None = None) -> dict[str, float]:
+        """{op type: sum of the arch's layers of that type, each less the per-call overhead}
+        (the inputs of the per-type correction, `edgenas.latency.calibration.op_type`)."""
+        ov = self.calibration.overhead_ms
+        out: dict[str, float] = {}
+        for op in arch_ops(self.space(space), arch):
+            t = op_type(op)
+            out[t] = out.get(t, 0.0) + max(self.value(op.key) - ov, 0.0)
+        return out
+
+    def predict(self, arch: Arch | Iterable[Arch], space: SearchSpace | str | None = None, *,
+                calibration: Calibration | None = None):
+        """Predicted latency (ms) of one arch, or an array for a list of archs; `calibration`
+        (default: the header's) is for the profiler, which checks one before it records it."""
         if isinstance(arch, Arch):
-            return float(self.calibration.apply(self.predict_raw(arch, space)))
-        return np.array([self.predict(a, space) for a in arch])
+            cal = self.calibration if calibration is None else calibration
+            if cal.per_type:
+                ov = cal.overhead_ms
+                return float(sum(cal.layer_scale(op_type(op)) * max(self.value(op.key) - ov, 0.0)
+                                 for op in arch_ops(self.space(space), arch)) + cal.offset_ms)
+            return float(cal.apply(self.predict_raw(arch, space)))
+        return np.array([self.predict(a, space, calibration=calibration) for a in arch])
 
     def underprediction(self, space: SearchSpace | str | None = None, quantile: float = 0.9) -> float:
         """How far whole subnets measure above the table's prediction: the `quantile` of
@@ -269,6 +288,7 @@ class LatencyTable:
         return max(0.0, float(np.quantile(excess, quantile))) if excess else 0.0
 
     def predictor(self, space: SearchSpace | str | None = None) -> "LatencyPredictor":
+        """The vectorised predictor for `space` (built once per table and calibration)."""
         space = self.space(space)
         if space.hash not in self._predictors:
             self._predictors[space.hash] = LatencyPredictor(self, space)
@@ -283,33 +303,38 @@ class LatencyPredictor:
 
     Precomputes per resolution the fixed layers' sum and a [resolution, slot, kernel, expand]
     table of block latencies (overhead already subtracted), like `edgenas.space.CostTable`; a
-    call is then a gather and a masked row sum. Entries missing from the table are NaN; if a
-    genome needs one, the call raises `MissingKeyError` naming the key.
+    call is then a gather and a masked row sum. With a per-type calibration each entry is
+    already multiplied by its op type's scale, so a call costs the same as with the line.
+    Entries missing from the table are NaN; if a genome needs one, the call raises
+    `MissingKeyError` naming the key. `calibration` (default: the table's) is for the profiler,
+    which checks a calibration before it writes it.
     """
 
-    def __init__(self, table: LatencyTable, space: SearchSpace):
+    def __init__(self, table: LatencyTable, space: SearchSpace, calibration: Calibration | None = None):
         from edgenas.latency.ops import block_variant, slot_layout
 
         self.table, self.space = table, space
-        self.calibration = table.calibration
+        self.calibration = cal = table.calibration if calibration is None else calibration
         self.genome = g = genome_of(space)
         ks, es = space.kernel_sizes, space.expand_ratios
         nr, ns, nk, ne = len(space.resolutions), space.num_slots, len(ks), len(es)
         ov = self.calibration.overhead_ms
 
-        def get(key: str) -> float:
-            e = table.ops.get(key)
-            return max(table.value(key) - ov, 0.0) if e is not None else math.nan
+        def get(op) -> float:
+            if op.key not in table.ops:
+                return math.nan
+            v = max(table.value(op.key) - ov, 0.0)
+            return cal.layer_scale(op_type(op)) * v if cal.per_type else v
 
         self.fixed = np.zeros(nr)
         slot = np.zeros((nr, ns, nk, ne))
         for ri, r in enumerate(space.resolutions):
             fixed, slots = slot_layout(space, r)
-            self.fixed[ri] = sum(get(op.key) for op in fixed)
+            self.fixed[ri] = sum(get(op) for op in fixed)
             for s, op in enumerate(slots):
                 for ki, k in enumerate(ks):
                     for ei, e in enumerate(es):
-                        slot[ri, s, ki, ei] = get(block_variant(space, op, k, e).key)
+                        slot[ri, s, ki, ei] = get(block_variant(space, op, k, e))
         self.slot = slot.reshape(-1)
         self._slot_base = np.arange(ns) * nk * ne  # flat offset of each slot within a resolution
         self._res_base = np.arange(nr) * ns * nk * ne
@@ -317,7 +342,17 @@ class LatencyPredictor:
         # [depth index, position in unit] -> is that block active
         self._active = np.arange(space.max_depth)[None, :] < np.asarray(space.depths)[:, None]
 
+    def lowest(self) -> np.ndarray:
+        """Per resolution of the space, the least `raw` of any subnet (NaN where an entry it may
+        need is missing): the fixed layers, and each unit's first min-depth blocks at their
+        cheapest kernel and expand. Every term is >= 0, so fewer blocks never cost more."""
+        nr, ns = len(self.space.resolutions), self.space.num_slots
+        cheapest = self.slot.reshape(nr, ns, -1).min(-1)  # NaN if any variant is missing
+        first = self._active[np.zeros(len(self.space.units), int)].reshape(-1)[:ns]  # min depth per unit
+        return self.fixed + np.where(first, cheapest, 0.0).sum(1)
+
     def raw(self, genomes: np.ndarray) -> np.ndarray:
+        """Summed layers less the overhead (with a per-type calibration, each x its type's scale)."""
         g = self.genome
         genomes = np.asarray(genomes)
         res = genomes[:, 0]
@@ -339,6 +374,8 @@ class LatencyPredictor:
 
     def __call__(self, genomes: np.ndarray) -> np.ndarray:
         """Predicted latency (ms), one float64 per genome."""
+        if self.calibration.per_type:
+            return self.raw(genomes) + self.calibration.offset_ms
         return self.calibration.apply(self.raw(genomes))
 
 
