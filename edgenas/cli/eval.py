@@ -2,6 +2,7 @@
 
     edgenas eval runs/digits/supernet.pt --arch largest --arch smallest
     edgenas eval runs/digits --sample 10 --seed 1 --json
+    edgenas eval runs/digits --sample 10 --proxies synflow,naswot,zico --json   # zero-cost proxies too
 """
 from __future__ import annotations
 
@@ -37,7 +38,33 @@ def add_parser(subparsers) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.add_argument("--threads", type=T.threads, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--json", action="store_true", help="print one JSON document instead of a table")
+    add_proxy_flags(p)
+    p.add_argument("--proxies", type=T.proxy_names, metavar="NAME,...",
+                   help="also score each subnet with these zero-cost proxies (synflow, grad_norm, snip, naswot, zico), "
+                        "on --proxy-batches seeded training batches")
     p.set_defaults(run=run)
+
+
+def add_proxy_flags(p) -> None:
+    """The flags of zero-cost proxies (eval --proxies, search --accuracy proxy:NAME, predictor build)."""
+    from edgenas.cli import types as T
+
+    p.add_argument("--proxy-batches", type=T.count(1, 64), default=2, metavar="N",
+                   help="training batches the zero-cost proxies see (default 2)")
+    p.add_argument("--proxy-batch-size", type=T.count(2, 4096), default=32, metavar="B",
+                   help="images per proxy batch (default 32)")
+    p.add_argument("--proxy-weights", choices=["trained", "init"], default="trained",
+                   help="score subnets with the supernet's trained weights or those of a freshly initialised "
+                        "supernet, seeded by --seed (default trained)")
+
+
+def proxy_setup(args, supernet, dataset):
+    """(the supernet whose subnets the proxies score, the seeded batches) for the proxy flags."""
+    from edgenas.search.proxies import init_supernet, proxy_batches
+
+    net = supernet if args.proxy_weights == "trained" else init_supernet(supernet.space, args.seed)
+    device = next(supernet.parameters()).device
+    return net.to(device), proxy_batches(dataset, args.proxy_batches, args.proxy_batch_size, args.seed)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,9 +100,18 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError(f"--bn-images must be at least 1, got {bn_images}")
     dataset = load_dataset(info.data)
 
+    proxies: dict[str, dict[str, float]] = {}
+    if args.proxies:
+        from edgenas.search.proxies import arch_proxies
+
+        proxy_net, batches = proxy_setup(args, supernet, dataset)
+
     def show(r):
+        if args.proxies:
+            proxies[str(r.arch)] = arch_proxies(proxy_net, r.arch, args.proxies, batches)
         if not args.json:
-            print(f"{100 * r.accuracy:6.2f}%  {r.macs / 1e6:8.2f} M  {r.params / 1e6:6.3f} M  {r.arch}", flush=True)
+            extra = "".join(f"  {n} {v:.4g}" for n, v in proxies.get(str(r.arch), {}).items())
+            print(f"{100 * r.accuracy:6.2f}%  {r.macs / 1e6:8.2f} M  {r.params / 1e6:6.3f} M  {r.arch}{extra}", flush=True)
 
     if not args.json:
         print(f"{dataset.describe()}; {args.split} split, BatchNorm recalibrated on {bn_images} training images; "
@@ -85,6 +121,10 @@ def run(args: argparse.Namespace) -> int:
                              batch_size=args.batch_size, seed=args.seed, device=device, on_result=show)
     if args.json:
         doc = {"checkpoint": str(info.path), "space": space.name, "space_hash": space.hash, "dataset": dataset.name,
-               "split": args.split, "bn_images": bn_images, "seed": args.seed, "results": [r.to_dict() for r in results]}
+               "split": args.split, "bn_images": bn_images, "seed": args.seed,
+               "results": [r.to_dict() | ({"proxies": proxies[str(r.arch)]} if args.proxies else {}) for r in results]}
+        if args.proxies:
+            doc["proxy_setup"] = {"batches": args.proxy_batches, "batch_size": args.proxy_batch_size,
+                                  "weights": args.proxy_weights}
         print(json.dumps(doc, indent=2))
     return 0

@@ -7,6 +7,8 @@ from pathlib import Path
 
 log = logging.getLogger("edgenas.search")
 
+PROXY_EVALUATIONS = 1000  # subnets a proxy-driven search scores when --evaluations is not given
+
 
 def add_parser(subparsers) -> None:
     from edgenas.cli import add_common
@@ -33,6 +35,11 @@ def add_parser(subparsers) -> None:
                         "(default: those the supernet's last training phase sampled)")
     p.add_argument("--strategy", choices=["evolution", "nsga2", "random"], default="evolution")
     p.add_argument("--predictor", metavar="PRED", help="accuracy predictor (default: CKPT's .predictor.pt)")
+    p.add_argument("--accuracy", type=T.accuracy_source, default="predictor", metavar="SOURCE",
+                   help="the objective: 'predictor' (default), or proxy:NAME for training-free search by a zero-cost "
+                        "proxy (synflow, grad_norm, snip, naswot, zico) of each subnet on a few training batches of "
+                        "--data; proxies cost tens of ms per subnet, so without --evaluations the search stops after "
+                        f"{PROXY_EVALUATIONS} subnets")
     p.add_argument("--seed", type=T.seed, default=0, help="same seed, same result (default 0)")
     p.add_argument("--top-k", type=T.count(1, T.MAX_POPULATION), default=10, metavar="K", help="architectures to keep in --out (default 10)")
     p.add_argument("--population", type=T.count(2, T.MAX_POPULATION), default=100, metavar="N", help="evolution / nsga2 (default 100)")
@@ -50,8 +57,11 @@ def add_parser(subparsers) -> None:
     p.add_argument("--verify", type=T.count(0, T.MAX_POPULATION), default=0, metavar="K",
                    help="re-evaluate the top K with the supernet (BN recalibrated) and, with --device, measure them")
     p.add_argument("--device", metavar="PROFILE", help="device profile for --verify latency measurements")
-    p.add_argument("--data", metavar="NAME", help="dataset for --verify (default: the checkpoint's)")
-    p.add_argument("--data-path", metavar="DIR", help="dataset directory for --verify")
+    p.add_argument("--data", metavar="NAME", help="dataset for --verify and proxies (default: the checkpoint's)")
+    p.add_argument("--data-path", metavar="DIR", help="dataset directory for --verify and proxies")
+    from edgenas.cli.eval import add_proxy_flags
+
+    add_proxy_flags(p)
     p.add_argument("--force", action="store_true",
                    help="use a latency table that profile marked unreliable (its predictions may be noise)")
     p.set_defaults(run=run)
@@ -70,15 +80,22 @@ def run(args: argparse.Namespace) -> int:
 
     from edgenas.io import check_outputs, checkpoint_files
 
+    proxy = args.accuracy[len("proxy:"):] if args.accuracy.startswith("proxy:") else None
     predictor_path = Path(args.predictor) if args.predictor else default_predictor_path(args.supernet)
+    if proxy and args.predictor:
+        raise EdgeNASError(f"--predictor and --accuracy {args.accuracy} exclude each other: the proxy is the objective")
     plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
-    check_outputs({"--supernet": checkpoint_files(args.supernet), "--predictor": predictor_path,
+    check_outputs({"--supernet": checkpoint_files(args.supernet), "--predictor": None if proxy else predictor_path,
                    "--latency-table": args.latency_table, "--device": args.device, "--data-path": args.data_path},
                   files={"--out": args.out, "--plot": plot})
     supernet, info = open_checkpoint(args.supernet)
     space = supernet.space
-    predictor = AccuracyPredictor.load(predictor_path, space)
-    accuracy = predictor_metric(predictor)
+    bar = None
+    if proxy:
+        accuracy, bar = proxy_objective(args, supernet, info, proxy)
+    else:
+        predictor = AccuracyPredictor.load(predictor_path, space)
+        accuracy = predictor_metric(predictor)
 
     tables, latency, measured, precisions = load_tables(args.latency_table, space, force=args.force)
     constraints = [Constraint(m, args.latency_ms) for m in latency]
@@ -87,17 +104,26 @@ def run(args: argparse.Namespace) -> int:
             constraints.append(Constraint(cost_metric(name), getattr(args, flag)))
 
     resolutions = args.resolutions or default_resolutions(info, measured)
+    evaluations = args.evaluations or (PROXY_EVALUATIONS if proxy else None)
     options = {"population": args.population, "generations": args.generations, "mutate_prob": args.mutate_prob}
     if args.strategy == "evolution":
         options |= {"parent_ratio": args.parent_ratio, "mutation_ratio": args.mutation_ratio}
     if args.strategy == "random":
-        options = {"evaluations": args.evaluations or args.population * (args.generations + 1)}
-    result = search(space, accuracy, constraints, args.strategy, seed=args.seed, top_k=args.top_k,
-                    report=latency + [cost_metric("mflops"), cost_metric("mparams")],
-                    max_evals=args.evaluations if args.strategy != "random" else None, resolutions=resolutions,
-                    **options)
+        options = {"evaluations": evaluations or args.population * (args.generations + 1)}
+    try:
+        result = search(space, accuracy, constraints, args.strategy, seed=args.seed, top_k=args.top_k,
+                        report=latency + [cost_metric("mflops"), cost_metric("mparams")],
+                        max_evals=evaluations if args.strategy != "random" else None, resolutions=resolutions,
+                        **options)
+    finally:
+        if bar is not None:
+            bar.close()
     result.extra["tables"] = tables
-    result.extra["predictor"] = str(predictor_path)
+    if proxy:
+        result.extra["proxy"] = {"name": proxy, "batches": args.proxy_batches, "batch_size": args.proxy_batch_size,
+                                 "weights": args.proxy_weights, "data": info.data.name if args.data is None else args.data}
+    else:
+        result.extra["predictor"] = str(predictor_path)
     result.extra["supernet"] = str(args.supernet)
     if args.verify:
         from edgenas.search.verify import verify
@@ -108,6 +134,22 @@ def run(args: argparse.Namespace) -> int:
     print(result.summary())
     print(f"wrote {args.out} ({len(result.top)} best{f', {len(result.front)} on the front' if args.strategy == 'nsga2' else ''}) and {plot}")
     return 0
+
+
+def proxy_objective(args, supernet, info, proxy: str):
+    """(the proxy's Metric over the supernet's subnets, its progress bar) for --accuracy proxy:NAME."""
+    from edgenas.cli.eval import proxy_setup
+    from edgenas.data import load_dataset
+    from edgenas.progress import progress_bar
+    from edgenas.search.measure import dataset_config
+    from edgenas.search.proxies import proxy_metric
+
+    dataset = load_dataset(dataset_config(info, args.data, args.data_path))
+    net, batches = proxy_setup(args, supernet, dataset)
+    total = args.evaluations or PROXY_EVALUATIONS
+    bar = progress_bar(total, f"search by {proxy}", unit="subnet", enabled=not getattr(args, "quiet", False))
+    # A generation is scored whole, so the count may pass the stop a little: the bar stops at it.
+    return proxy_metric(net, proxy, batches, on_result=lambda n: bar.update(n) if bar.n < total else None), bar
 
 
 def default_resolutions(info, measured: list[set[int]]) -> tuple[int, ...]:

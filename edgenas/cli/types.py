@@ -98,3 +98,26 @@ def walk_flags(parser, path: tuple[str, ...] = ()):
                 yield from walk_flags(sub, path + (name,))
         elif action.option_strings and action.type is not None:
             yield list(path), action
+
+
+def proxy_names(text: str) -> list[str]:
+    """A comma-separated list of zero-cost proxy names (`edgenas eval --proxies synflow,naswot`)."""
+    from edgenas.search.proxies import PROXIES
+
+    names = [n.strip() for n in text.split(",")]
+    bad = [n for n in names if n not in PROXIES]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"expected proxy names from {', '.join(PROXIES)} separated by commas, "
+                                         f"got {_shown(bad[0] if bad else text)}")
+    return list(dict.fromkeys(names))
+
+
+def accuracy_source(text: str) -> str:
+    """"predictor" or "proxy:NAME" (`edgenas search --accuracy`)."""
+    from edgenas.search.proxies import PROXIES
+
+    text = text.strip()
+    if text == "predictor" or (text.startswith("proxy:") and text[len("proxy:"):] in PROXIES):
+        return text
+    raise argparse.ArgumentTypeError(f"expected 'predictor' or proxy:NAME with NAME one of {', '.join(PROXIES)}, "
+                                     f"got {_shown(text)}")

@@ -2,6 +2,9 @@
 
     search(space, accuracy, constraints, strategy="evolution"|"nsga2"|"random") -> SearchResult
 
+Zero-cost proxies (synflow, grad_norm, snip, naswot, zico) of subnets are in
+`edgenas.search.proxies`; `proxy_metric(supernet, name, batches)` makes one the objective.
+
 See `edgenas.search.objectives` for the metric interface a plugged-in predictor follows.
 """
 from edgenas.search.constraints import Constraint, Constraints, InfeasibleBudgetError, MetricRange, metric_range
