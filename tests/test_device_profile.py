@@ -230,3 +230,18 @@ def test_cli_reports_a_bad_field_in_one_line(tmp_path):
     assert len(lines) == 1, p.stderr
     assert "ssh.hostname" in lines[0] and str(path) in lines[0]
     assert "Traceback" not in p.stderr
+
+
+@pytest.mark.parametrize("runtime, words", [
+    ("onnxruntime", "onnxruntime's CPU execution provider has no fp16 kernels on x86"),
+    ("tflite", "edgenas builds no fp16 TFLite tables"),
+])
+def test_precision_fp16_is_one_line_naming_what_lacks_it(runtime, words, tmp_path, capsys):
+    from edgenas.cli import main
+
+    path = tmp_path / "fp16.yaml"
+    path.write_text(f"name: box\ntransport: local\nruntime: {runtime}\nprecision: fp16\n")
+    assert main(["profile", str(path), "--space", "mbv3-tiny", "--out", str(tmp_path / "t.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "t.yaml").exists()

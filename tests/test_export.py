@@ -355,6 +355,31 @@ def test_tflite_fp32_parity_and_int8_agreement(tmp_path, trained, digits):
     assert set(quant["output"]["quantization"]) == {"scale", "zero_point"}
 
 
+def test_tflite_fp16_stores_float16_weights_and_matches_pytorch(tmp_path, trained, digits):
+    """tflite-fp16: the fp32 conversion with every conv and FC weight stored as float16 (about
+    half the file), float32 input and output, logits within 1% of the largest one."""
+    require_or_skip(importlib.util.find_spec("litert_torch") is not None,
+                    "litert-torch is not installed (pip install 'edgenas[tflite]')")
+    images, labels = digits.test.tensors()
+    report = export_subnet(trained, "tflite,tflite-fp16", tmp_path, None, (images[:64], labels[:64]), _meta(digits))
+    fp32, fp16 = report.results["tflite"], report.results["tflite-fp16"]
+    assert fp16.valid and fp16.path == tmp_path / "model_fp16.tflite", fp16.error
+    assert fp16.bytes < 0.6 * fp32.bytes
+    runner = TFLiteRunner(fp16.path)
+    io = runner.io_details()
+    assert io["input"]["dtype"] == "float32" and io["output"]["dtype"] == "float32"
+    from ai_edge_litert.interpreter import Interpreter
+
+    details = Interpreter(model_path=str(fp16.path)).get_tensor_details()
+    assert any(d["dtype"] == np.float16 for d in details)  # the weights
+    x = resize(images[:32], 24)
+    with torch.no_grad():
+        expected = trained(x).numpy()
+    diff = np.abs(runner(x) - expected).max()
+    assert 0 < diff <= 0.01 * np.abs(expected).max() and fp16.max_abs_diff <= fp16.atol
+    assert load_card(tmp_path)["files"]["tflite-fp16"]["file"] == "model_fp16.tflite"
+
+
 def test_onnx_int8_is_static_qdq_with_per_channel_weights_and_keeps_accuracy(tmp_path, trained, digits):
     import onnx
     from onnx import numpy_helper

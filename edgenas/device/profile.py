@@ -82,6 +82,13 @@ PRECISIONS = ("fp32", "int8", "fp16")
 # The precisions whose latency tables edgenas builds, per runtime. TFLite int8 tables need one
 # PT2E conversion per layer (~4 s each) until conversions are batched; fp16 is not built yet.
 RUNTIME_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "tflite": ("fp32",)}
+# Why a profile's `precision: fp16` is refused, per runtime (edgenas.export.tflite_fp16 has the measurements).
+FP16_LACKS = {
+    "onnxruntime": "onnxruntime's CPU execution provider has no fp16 kernels on x86: it casts an fp16 model back "
+                   "to fp32 (2.9x slower than the fp32 file); use fp32 or int8",
+    "tflite": "edgenas builds no fp16 TFLite tables: XNNPACK on x86 computes a tflite-fp16 file (fp16 weights, "
+              "edgenas export --formats tflite-fp16) in fp32, as fast as the fp32 file, so profile it with fp32",
+}
 ORT_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider")
 TFLITE_DELEGATES = ("xnnpack", "gpu", "none")
 TFLITE_INTERPRETERS = ("auto", "ai_edge_litert", "tflite_runtime")
@@ -294,6 +301,9 @@ class _ProfileFile:
             raise Invalid("ssh", "nothing", "an ssh section (host, user, ...) when transport is ssh", rendered=True)
         if self.transport != "ssh" and self.ssh is not None:
             raise Invalid("ssh", "an ssh section", "none: it is only allowed with transport: ssh", rendered=True)
+        if self.precision == "fp16" and self.runtime in FP16_LACKS:
+            raise Invalid("precision", self.precision, f"one of {', '.join(RUNTIME_PRECISIONS[self.runtime])} "
+                          f"({FP16_LACKS[self.runtime]})")
         if _or(self.precision, "fp32") not in RUNTIME_PRECISIONS[self.runtime]:
             raise Invalid("precision", self.precision, f"one of {', '.join(RUNTIME_PRECISIONS[self.runtime])} for "
                           f"runtime {self.runtime} (edgenas builds no {self.precision} latency tables for it yet)")

@@ -24,7 +24,7 @@ from edgenas.errors import EdgeNASError
 class Format:
     name: str  # as --format spells it
     runtime: str  # the device runtime that runs the file: a profile's `runtime`
-    precision: str  # "fp32" | "int8"
+    precision: str  # "fp32" | "int8" | "fp16" (tflite-fp16: float16 weights, see edgenas.export.tflite_fp16)
     file_name: str  # the file's name in an export directory
 
     @property
@@ -63,6 +63,10 @@ class Format:
 
         if self.precision == "fp32":
             return tflite_export.convert_fp32(module, height, path, channels=channels)
+        if self.precision == "fp16":
+            from edgenas.export.tflite_fp16 import convert_fp16
+
+            return convert_fp16(module, height, path, channels=channels)
         return tflite_export.convert_int8(module, height, calib_images, path)
 
     def runner(self, path: str | Path, threads: int | None = 1):
@@ -81,6 +85,9 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
     Format("onnx-int8", "onnxruntime", "int8", "model_int8.onnx"),
     Format("tflite", "tflite", "fp32", "model.tflite"),
     Format("tflite-int8", "tflite", "int8", "model_int8.tflite"),
+    # float16 weights, float32 arithmetic where XNNPACK is not told otherwise (edgenas.export.tflite_fp16);
+    # onnxruntime's CPU provider has no fp16 kernels on x86, so there is no onnx-fp16.
+    Format("tflite-fp16", "tflite", "fp16", "model_fp16.tflite"),
 )}
 
 
