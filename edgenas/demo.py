@@ -2,11 +2,14 @@
 
     train a mbv3-tiny supernet on the bundled digits
       -> build its accuracy predictor
-      -> profile this machine's CPU (local transport, onnxruntime) into a latency table
+      -> profile this machine's CPU (local transport, onnxruntime) into a latency table, and one
+         table more for each other runtime and precision exported (TFLite fp32 and int8)
       -> search the best subnet under a budget in the middle of the table's reachable range
-      -> export it (ONNX, and TFLite when installed), checked against PyTorch
-      -> measure the exported files on this CPU (over the budget: search again under a target
-         corrected by what was measured, at most twice)
+      -> export it (ONNX; TFLite and TFLite int8 when litert-torch is installed), checked against
+         PyTorch
+      -> measure the ONNX file on this CPU (over the budget: search again under a target
+         corrected by what was measured, at most twice), then every other file on the profile of
+         its runtime and precision, each against its own table's prediction
       -> a summary table, and report.md with the plots, in the run directory
 
 Every step writes its files into the run directory and skips work it finds already done, so an
@@ -35,6 +38,25 @@ LOCAL_CPU = {"name": "local-cpu", "transport": "local", "runtime": "onnxruntime"
 LOCAL_CPU_FINAL = dict(LOCAL_CPU, runs=400, rounds=20)
 # Searches again (at most this many times) when the exported file measures over the budget.
 RETRIES = 2
+# Whole subnets that calibrate the tables of the other exported formats: each is converted once
+# (TFLite conversions take seconds), and 12 still let the table's check judge its measurements.
+OTHER_CALIBRATION = 12
+# int8 tables and files: training images whose activations calibrate the quantization.
+CALIB_IMAGES = 64
+
+
+def local_profile(runtime: str = "onnxruntime", precision: str = "fp32", final: bool = False) -> dict:
+    """This CPU as the device for files of `runtime` at `precision` (final: the longer window the
+    exported files are measured over). The same name, runtime, options, threads and precision,
+    so the same profile key, whichever the window."""
+    base = LOCAL_CPU_FINAL if final else LOCAL_CPU
+    if (runtime, precision) == ("onnxruntime", "fp32"):
+        return dict(base)
+    name = "local-cpu-" + ("onnx" if runtime == "onnxruntime" else runtime) + ("" if precision == "fp32" else f"-{precision}")
+    d = dict(base, name=name, runtime=runtime, precision=precision)
+    if runtime == "tflite":
+        d["runtime_options"] = {"delegate": "xnnpack"}
+    return d
 
 
 @dataclass
@@ -45,11 +67,14 @@ class DemoResult:
     predicted_accuracy: float  # by the predictor
     budget_ms: float
     target_ms: float  # what the search aimed under: the budget less the table's error margin
-    predicted_ms: float
+    predicted_ms: float  # of the ONNX file, by the table the search used
     measured_ms: dict[str, float | None]  # format -> measured median on this CPU
-    sizes: dict[str, int]  # format -> file bytes
-    macs: int
-    params: int
+    predicted_by_format: dict[str, float | None] = field(default_factory=dict)  # format -> by its own table
+    tables: dict[str, str] = field(default_factory=dict)  # format -> the table that predicts it
+    invalid: dict[str, str] = field(default_factory=dict)  # int8 format -> why its check failed
+    sizes: dict[str, int] = field(default_factory=dict)  # format -> file bytes
+    macs: int = 0
+    params: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # step -> wall time
     report: Path | None = None
 
@@ -64,6 +89,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
              progress: bool | None = None) -> DemoResult:
     """Run every step (see the module docstring); `overrides` are `edgenas train --set` items."""
     import edgenas
+    from edgenas.export.formats import formats_for
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -112,6 +138,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         log.warning("demo: the latency table is unreliable on this machine now; the demo goes on with it, but "
                     "`edgenas search --latency-table %s` will ask for --force: delete it and rerun the demo when the "
                     "machine is quieter", table_path)
+    formats = formats or _available_formats()
+    other_tables = _other_tables(formats, supernet, dataset, space, out, seed, progress)
     step("profile")
 
     # 4. Search under the midpoint of the reachable latency range.
@@ -125,7 +153,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     target = round(budget / (1 + margin), 3)
     log.info("demo: reachable latency %.3f..%.3f ms on this CPU; budget %.3f ms, searching under %.3f ms "
              "(the table's error margin is %.0f%%)", reach.minimum, reach.maximum, budget, target, 100 * margin)
-    formats = formats or _available_formats()
     final_profile = edgenas.DeviceProfile.from_dict(LOCAL_CPU_FINAL, source="edgenas demo")
     for attempt in range(1 + RETRIES):
         result = edgenas.search_subnets(space, predictor, [edgenas.Constraint(latency, target)], "evolution",
@@ -140,16 +167,17 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
 
         # 5. Export the winner, BN recalibrated, checked against PyTorch on the test split.
         net = supernet.subnet(arch, dataset, bn_images=2000, seed=seed)
-        meta = edgenas.ExportMetadata(space=space, latency_tables=[table], budget_ms=budget,
+        meta = edgenas.ExportMetadata(space=space, latency_tables=[table, *other_tables.values()], budget_ms=budget,
                                       source={"checkpoint": str(train_dir / "supernet.pt"),
                                               "results": str(out / "search.json")})
         exported = edgenas.export_subnet(net, formats, out / "export", metadata=meta, dataset=dataset)
-        exported.raise_for_failures()
+        _check_export(exported)
         step("export")
 
         # 6. Measure the exported files on this CPU. Over the budget, search again with the target
         # corrected by what this subnet measured against its prediction (the loop a user would run).
-        comparisons = edgenas.measure_exports(exported, final_profile, budget)
+        comparisons = (edgenas.measure_exports(exported, final_profile, budget)
+                       if any(f in formats for f in formats_for("onnxruntime")) else [])
         step("measure")
         measured = next((c.measured_ms for c in comparisons if c.format == "onnx"), None)
         predicted = float(table.predict(arch, space))
@@ -159,6 +187,14 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         log.info("demo: %s measured %.3f ms, %.0f%% above its prediction and over the %.3f ms budget; "
                  "searching again under %.3f ms", arch, measured, 100 * (measured / predicted - 1), budget, target)
 
+    # 7. Every other file on the profile of its runtime and precision, against its own table.
+    for (runtime, precision) in other_tables:
+        profile_of = edgenas.DeviceProfile.from_dict(local_profile(runtime, precision, final=True), source="edgenas demo")
+        comparisons += edgenas.measure_exports(exported, profile_of, None)
+    step("measure")
+    for c in comparisons:
+        log.info("demo: %s", c.line())
+
     cost = edgenas.arch_cost(space, arch)
     summary = DemoResult(
         out_dir=out, arch=str(arch),
@@ -166,6 +202,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         predicted_accuracy=float(best[result.accuracy_name]), budget_ms=budget, target_ms=target,
         predicted_ms=predicted,
         measured_ms={c.format: c.measured_ms for c in comparisons},
+        predicted_by_format={c.format: c.predicted_ms for c in comparisons},
+        tables={c.format: c.table for c in comparisons},
+        invalid={r.format: r.error for r in exported.failures},
         sizes={f: r.path.stat().st_size for f, r in exported.results.items() if r.path},
         macs=cost.macs, params=cost.params,
         seconds=seconds,
@@ -174,11 +213,50 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     return summary
 
 
+def _check_export(exported) -> None:
+    """Stop on a float file that disagrees with PyTorch (a bug); an int8 file whose quantization
+    lost accuracy (a small model trained briefly, say) is reported and still measured."""
+    from edgenas.export.formats import FORMATS
+
+    for r in exported.failures:
+        if r.path is not None and FORMATS[r.format].precision == "int8":
+            log.warning("demo: %s: %s; its latency is still measured", r.format, r.error)
+        else:
+            exported.raise_for_failures()
+
+
+def _other_tables(formats, supernet, dataset, space, out: Path, seed: int, progress) -> dict:
+    """(runtime, precision) -> the latency table of this CPU for each exported format the search
+    table (onnxruntime fp32) does not predict: profiled like it, int8 layers calibrated on the
+    supernet's activations of training images."""
+    import torch
+
+    import edgenas
+    from edgenas.export.formats import FORMATS
+    from edgenas.latency.int8 import ActivationSource
+
+    tables = {}
+    for name in formats:
+        fmt = FORMATS.get(name)
+        if fmt is None or (fmt.runtime, fmt.precision) in tables or (fmt.runtime, fmt.precision) == ("onnxruntime", "fp32"):
+            continue
+        profile = edgenas.DeviceProfile.from_dict(local_profile(fmt.runtime, fmt.precision), source="edgenas demo")
+        activations = None
+        if fmt.precision == "int8":
+            images = dataset.sample_images("train", CALIB_IMAGES, torch.Generator().manual_seed(seed))
+            activations = ActivationSource(supernet, images, f"{len(images)} {dataset.name} training images", seed=seed)
+        path = out / f"latency_table_{name}.yaml"
+        edgenas.profile_device(profile, space, out=path, calibrate=OTHER_CALIBRATION, progress=progress is not False,
+                               seed=seed, activations=activations)
+        tables[(fmt.runtime, fmt.precision)] = edgenas.LatencyTable.load(path)
+    return tables
+
+
 def _available_formats() -> list[str]:
     import importlib.util
 
     if importlib.util.find_spec("litert_torch") is not None:  # imported (quietly) only when converting
-        return ["onnx", "tflite"]
+        return ["onnx", "tflite", "tflite-int8"]
     log.warning("demo: litert-torch is not installed, exporting ONNX only (pip install 'edgenas[tflite]')")
     return ["onnx"]
 
@@ -194,8 +272,12 @@ def summary_table(r: DemoResult) -> str:
     for fmt in r.accuracy:
         acc = r.accuracy[fmt]
         ms = r.measured_ms.get(fmt)
-        rows.append((f"{fmt}", f"test accuracy {acc:.2f} %" if acc is not None else "test accuracy n/a"))
-        rows.append((f"  measured", f"{ms:.3f} ms" if ms is not None else "not measured"))
+        rows.append((f"{fmt}", (f"test accuracy {acc:.2f} %" if acc is not None else "test accuracy n/a")
+                     + (" (INVALID: see the model card)" if fmt in r.invalid else "")))
+        pred = r.predicted_by_format.get(fmt)
+        rows.append((f"  measured", (f"{ms:.3f} ms" if ms is not None else "not measured")
+                     + (f", predicted {pred:.3f} ms by {r.tables.get(fmt)} (measured/predicted {ms / pred:.2f})"
+                        if ms is not None and pred else "")))
         rows.append((f"  size", f"{r.sizes.get(fmt, 0) / 1024:.0f} KiB"))
     rows.append(("verdict", "measured latency within budget" if r.within_budget else "measured latency OVER budget"))
     width = max(len(k) for k, _ in rows)
@@ -213,6 +295,7 @@ def write_report(r: DemoResult, train_dir: Path, out: Path) -> Path:
         if path.exists():
             lines += [f"## {title}", "", f"![{title}]({path.relative_to(out)})", ""]
     lines += ["## Files", "", "- `train/`: checkpoints, `train_log.jsonl`, the trained `supernet.pt`",
-              "- `train/supernet.predictor.pt`: the accuracy predictor", "- `latency_table.yaml`: this CPU's latency table",
+              "- `train/supernet.predictor.pt`: the accuracy predictor", "- `latency_table.yaml`: this CPU's latency table (onnxruntime fp32, the search's)",
+              "- `latency_table_FORMAT.yaml`: the tables of the other exported formats",
               "- `search.json`: the best subnets found", "- `export/`: the model files and their model card `model.json`"]
     return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")
