@@ -83,3 +83,30 @@ def fit_labels(fig, labels, spans_px, min_fontsize: float = MIN_FONTSIZE) -> Non
             else:
                 label.set_visible(False)  # no room at all
                 break
+
+
+def plot_convergence(curves: dict, path, title: str, ylabel: str = "best so far", budget_note: str = ""):
+    """PNG of best-so-far curves on one figure: `curves` maps a label (a strategy) to a results
+    history {"evaluations": [...], "best": [...]}; the x axis (evaluations) is logarithmic, so the
+    early climb and the late gains both show. Written atomically; returns the path."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from edgenas.io import atomic_write
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for i, (label, history) in enumerate(curves.items()):
+        if history.get("evaluations"):
+            ax.step(history["evaluations"], history["best"], where="post", color=f"C{i}", label=label)
+    ax.set_xscale("log")
+    ax.set_xlabel("architectures evaluated" + (f" ({budget_note})" if budget_note else ""))
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    fit_title(ax, title)
+    try:
+        return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=120))
+    finally:
+        plt.close(fig)

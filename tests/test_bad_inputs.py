@@ -402,7 +402,7 @@ def test_numeric_flags_accept_only_finite_bounded_values(path, action):
             _one_line(str(exc))
             return
         if isinstance(parsed, (int, float)):
-            assert math.isfinite(parsed) and parsed >= 0, (value, parsed)
+            assert math.isfinite(parsed) and parsed >= getattr(action.type, "lo", 0), (value, parsed)
             assert not isinstance(parsed, int) or parsed < 2**63
             assert action.type(str(parsed)) == parsed
 

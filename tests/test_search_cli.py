@@ -246,3 +246,50 @@ def test_search_refuses_a_table_profile_marked_unreliable_unless_forced(files, t
     assert not (tmp_path / "r.json").exists() and bad.read_bytes() == before
     assert main(args + ["--force"]) == 0
     assert json.loads((tmp_path / "r.json").read_text())["top"]
+
+
+def test_compare_runs_each_strategy_at_equal_evaluations_and_plots_the_curves(files, capsys):
+    from edgenas.search import load_results
+
+    code, out = search(files, "--latency-ms", str(files["budget"]), "--compare", "evolution,random,rl,tpe",
+                       "--evaluations", "40", "--option", "batch=10", out="cmp.json")
+    assert code == 0
+    printed = capsys.readouterr().out
+    for strategy in ("evolution", "random", "rl", "tpe"):
+        path = files["dir"] / f"cmp-{strategy}.json"
+        results = load_results(path)  # the reader export --from uses
+        assert results.strategy == strategy and results.entry(1).arch == results.top[0]["arch"]
+        assert 40 <= results.data["evaluations"] <= 60  # evolution may finish its generation
+        h = results.history
+        assert h["evaluations"][-1] == results.data["evaluations"] and h["best"][-1] == results.top[0]["accuracy"]
+        if strategy in ("random", "rl"):
+            assert results.options["batch"] == 10
+        assert f"wrote {path}" in printed
+    assert (files["dir"] / "cmp.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_rl_options_reach_the_results_file(files):
+    code, out = search(files, "--latency-ms", str(files["budget"]), "--strategy", "rl", "--evaluations", "30",
+                       "--reward", "soft", "--reward-exponent", "-0.2", "--option", "lr=0.01", out="rl.json")
+    assert code == 0
+    options = json.loads(out.read_text())["options"]
+    assert options["reward"] == "soft" and options["reward_exponent"] == -0.2 and options["lr"] == 0.01
+    assert options["evaluations"] == 30
+
+
+@pytest.mark.parametrize("extra,needle", [
+    (["--strategy", "rl", "--option", "temperature=2"], "unknown option 'temperature' for search strategy 'rl'"),
+    (["--strategy", "tpe", "--option", "nonsense"], "--option: expected KEY=VALUE"),
+    (["--strategy", "rl", "--reward-exponent", "steep"], "--reward-exponent: expected a finite number"),
+    (["--strategy", "rl", "--reward-exponent", "nan"], "--reward-exponent: expected a finite number"),
+    (["--compare", "evolution,annealing"], "--compare: expected distinct names"),
+])
+def test_bad_strategy_options_are_one_line_errors(files, capsys, extra, needle):
+    capsys.readouterr()
+    try:
+        code, _ = search(files, "--latency-ms", str(files["budget"]), *extra, out="bad.json")
+    except SystemExit as exc:
+        code = exc.code
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and needle in err[0], err
+    assert not (files["dir"] / "bad.json").exists()

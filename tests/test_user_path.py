@@ -28,7 +28,7 @@ pytestmark = pytest.mark.slow
 
 TRAIN_QUICK = ["--set", "schedule.phases.0.epochs=1", "--set", "train.steps_per_epoch=3",
                "--set", "train.validate=false", "--set", "train.bn_recal_images=200"]
-STRATEGIES = ("evolution", "nsga2", "random")
+STRATEGIES = ("evolution", "nsga2", "random", "rl", "tpe")
 SEARCH_QUICK = ["--population", "16", "--generations", "4", "--top-k", "5"]
 EXPORT_QUICK = ["--bn-images", "200", "--eval-images", "200", "--calib-images", "32"]
 PROFILE = REPO / "device_profiles" / "local-cpu.yaml"
@@ -98,7 +98,7 @@ def chain(tmp_path_factory):
         c.failed = "profile (choosing a budget from its table)"
         raise
     for s in STRATEGIES:
-        extra = ["--evaluations", "80"] if s == "random" else []
+        extra = {"random": ["--evaluations", "80"], "rl": ["--evaluations", "80"], "tpe": ["--evaluations", "30"]}.get(s, [])
         c.run(f"search-{s}", "search", "--supernet", ckpt, "--latency-table", work / "local-cpu.yaml",
               "--latency-ms", c.budget, "--strategy", s, *SEARCH_QUICK, *extra, "--out", work / f"search-{s}.json")
     from edgenas.export import FORMATS

@@ -3,11 +3,72 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
+import re
 from pathlib import Path
 
 log = logging.getLogger("edgenas.search")
 
 PROXY_EVALUATIONS = 1000  # subnets a proxy-driven search scores when --evaluations is not given
+# The strategies `--strategy` and `--compare` offer (edgenas.search.STRATEGIES, without importing it
+# when the parser is built).
+STRATEGY_NAMES = ["evolution", "nsga2", "random", "rl", "tpe"]
+EXAMPLES = """examples:
+  edgenas search --supernet run/supernet.pt --latency-table note10.yaml --latency-ms 25 --out r.json
+  edgenas search ... --strategy rl --evaluations 5000 --reward soft --reward-exponent -0.07 --out rl.json
+  edgenas search ... --strategy tpe --evaluations 1000 --option startup=50 --out tpe.json
+  edgenas search ... --compare evolution,nsga2,random,rl,tpe --evaluations 2000 --out cmp.json
+      (writes cmp-evolution.json, ... and cmp.png: best so far against evaluations, one curve each)
+
+strategy options (--option KEY=VALUE, repeatable; the results file records every option):
+  evolution  population, generations, parent_ratio, mutation_ratio, mutate_prob, retries
+  nsga2      population, generations, mutate_prob, retries
+  random     evaluations, batch
+  rl         evaluations (5000), batch (50), reward (hard|soft), reward_exponent (-0.07), lr (0.05),
+             entropy (0.01), baseline_decay (0.9), hidden (64), patience (20)
+  tpe        evaluations (1000), startup (20), candidates (24), multivariate (true)
+"""
+
+def strategy_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE for a search strategy's option: VALUE an integer, a finite number, true/false, or
+    a word (e.g. reward=soft). Whether the strategy takes KEY is checked when the search starts."""
+    from edgenas.cli.types import _FLOAT, _INT, _shown
+
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", key) or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. batch=50), got {_shown(text)}")
+    if _INT.fullmatch(value):
+        return key, int(value)
+    if _FLOAT.fullmatch(value):
+        number = float(value)
+        if not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"expected a finite number for {key}, got {_shown(value)}")
+        return key, number
+    if value in ("true", "false"):
+        return key, value == "true"
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,40}", value):
+        return key, value
+    raise argparse.ArgumentTypeError(f"expected a number, true/false or a word for {key}, got {_shown(value)}")
+
+
+def strategy_list(choices):
+    """A comma-separated list of strategy names, each one of `choices`, no repeats."""
+
+    from edgenas.cli.types import _shown
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",")]
+        bad = [n for n in names if n not in choices]
+        if bad or len(set(names)) != len(names) or len(names) < 1:
+            raise argparse.ArgumentTypeError(f"expected distinct names from {','.join(choices)}, separated by commas, "
+                                             f"got {_shown(text)}")
+        return names
+
+    parse.__name__ = "strategy list"
+    return parse
+
+
 
 
 def add_parser(subparsers) -> None:
@@ -17,6 +78,8 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "search",
         help="search a subnet under a latency budget",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=EXAMPLES,
         description="Search the supernet's space for the most accurate subnet (by the accuracy predictor) whose "
                     "predicted latency on every given table is within --latency-ms, and within the optional MACs, "
                     "params and peak-memory budgets. Writes the top-k (and for nsga2 the Pareto front) to --out "
@@ -33,7 +96,21 @@ def add_parser(subparsers) -> None:
     p.add_argument("--resolutions", type=T.resolution, nargs="+", metavar="R",
                    help="only subnets at these input resolutions, e.g. the size your camera pipeline gives "
                         "(default: those the supernet's last training phase sampled)")
-    p.add_argument("--strategy", choices=["evolution", "nsga2", "random"], default="evolution")
+    p.add_argument("--strategy", choices=STRATEGY_NAMES, default="evolution",
+                   help="evolution (default), nsga2 (the Pareto front), random, rl (REINFORCE controller), "
+                        "tpe (optuna's TPE)")
+    p.add_argument("--compare", type=strategy_list(STRATEGY_NAMES), metavar="S1,S2,...",
+                   help="run each strategy at the same number of evaluations (--evaluations, default population "
+                        "x (generations + 1)) and plot their best-so-far curves on one figure (--plot); each "
+                        "results file is --out with -STRATEGY before its suffix")
+    p.add_argument("--reward", choices=["hard", "soft"], default="hard",
+                   help="rl: hard (default; samples over budget are repaired) or soft (MnasNet: "
+                        "accuracy x (cost / budget) ^ w, no repair)")
+    p.add_argument("--reward-exponent", type=T.number(-10.0, 10.0, lo_open=False), default=-0.07, metavar="W",
+                   help="rl --reward soft: the exponent w (default -0.07, MnasNet's)")
+    p.add_argument("--option", type=strategy_option, action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option of the strategy (see below), e.g. --option batch=100; with --compare, "
+                        "each strategy that takes it")
     p.add_argument("--predictor", metavar="PRED", help="accuracy predictor (default: CKPT's .predictor.pt)")
     p.add_argument("--accuracy", type=T.accuracy_source, default="predictor", metavar="SOURCE",
                    help="the objective: 'predictor' (default), or proxy:NAME for training-free search by a zero-cost "
@@ -51,7 +128,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--mutation-ratio", type=T.probability(), default=0.5, metavar="R",
                    help="evolution: share of children made by mutation, the rest by crossover (default 0.5)")
     p.add_argument("--evaluations", type=T.count(1, T.MAX_EVALUATIONS), metavar="N",
-                   help="stop after N distinct architectures (random search default: population x (generations + 1))")
+                   help="stop after N distinct architectures (defaults: random population x (generations + 1), rl 5000, tpe 1000)")
     p.add_argument("--out", required=True, metavar="JSON", help="results file (written atomically)")
     p.add_argument("--plot", metavar="PNG", help="plot file (default: --out with .png)")
     p.add_argument("--verify", type=T.count(0, T.MAX_POPULATION), default=0, metavar="K",
@@ -105,34 +182,49 @@ def run(args: argparse.Namespace) -> int:
 
     resolutions = args.resolutions or default_resolutions(info, measured)
     evaluations = args.evaluations or (PROXY_EVALUATIONS if proxy else None)
-    options = {"population": args.population, "generations": args.generations, "mutate_prob": args.mutate_prob}
-    if args.strategy == "evolution":
-        options |= {"parent_ratio": args.parent_ratio, "mutation_ratio": args.mutation_ratio}
-    if args.strategy == "random":
-        options = {"evaluations": evaluations or args.population * (args.generations + 1)}
+    equal = evaluations or args.population * (args.generations + 1) if args.compare else evaluations
+    results = {}
     try:
-        result = search(space, accuracy, constraints, args.strategy, seed=args.seed, top_k=args.top_k,
-                        report=latency + [cost_metric("mflops"), cost_metric("mparams")],
-                        max_evals=evaluations if args.strategy != "random" else None, resolutions=resolutions,
-                        **options)
+        for strategy in args.compare or [args.strategy]:
+            options = strategy_flags(args, strategy, equal)
+            result = search(space, accuracy, constraints, strategy, seed=args.seed, top_k=args.top_k,
+                            report=latency + [cost_metric("mflops"), cost_metric("mparams")],
+                            max_evals=equal, resolutions=resolutions, **options)
+            results[strategy] = result
     finally:
         if bar is not None:
             bar.close()
-    result.extra["tables"] = tables
-    if proxy:
-        result.extra["proxy"] = {"name": proxy, "batches": args.proxy_batches, "batch_size": args.proxy_batch_size,
-                                 "weights": args.proxy_weights, "data": info.data.name if args.data is None else args.data}
-    else:
-        result.extra["predictor"] = str(predictor_path)
-    result.extra["supernet"] = str(args.supernet)
-    if args.verify:
-        from edgenas.search.verify import verify
+    for result in results.values():
+        result.extra["tables"] = tables
+        if proxy:
+            result.extra["proxy"] = {"name": proxy, "batches": args.proxy_batches, "batch_size": args.proxy_batch_size,
+                                     "weights": args.proxy_weights, "data": info.data.name if args.data is None else args.data}
+        else:
+            result.extra["predictor"] = str(predictor_path)
+        result.extra["supernet"] = str(args.supernet)
+        if args.verify:
+            from edgenas.search.verify import verify
 
-        result.extra["verify"] = verify(supernet, info, result, args, precisions=precisions)
-    result.save(args.out)
-    result.plot(plot)
-    print(result.summary())
-    print(f"wrote {args.out} ({len(result.top)} best{f', {len(result.front)} on the front' if args.strategy == 'nsga2' else ''}) and {plot}")
+            result.extra["verify"] = verify(supernet, info, result, args, precisions=precisions)
+    if not args.compare:
+        result.save(args.out)
+        result.plot(plot)
+        print(result.summary())
+        print(f"wrote {args.out} ({len(result.top)} best{f', {len(result.front)} on the front' if args.strategy == 'nsga2' else ''}) and {plot}")
+        return 0
+    from edgenas.plotting import plot_convergence
+
+    out = Path(args.out)
+    for strategy, result in results.items():
+        path = out.with_name(f"{out.stem}-{strategy}{out.suffix}")
+        result.save(path)
+        print(f"{strategy}: best {result.best[result.accuracy_name]:.3f} {result.accuracy_name} after "
+              f"{result.evaluations} evaluations ({result.seconds:.2f} s); wrote {path}")
+    budget = ", ".join(f"{n} <= {v:g}" for n, v in next(iter(results.values())).budget.items())
+    plot_convergence({s: r.history for s, r in results.items()}, plot,
+                     f"{space.name}: best so far, seed {args.seed}", ylabel=f"best {next(iter(results.values())).accuracy_name}",
+                     budget_note=budget)
+    print(f"wrote {plot}")
     return 0
 
 
@@ -150,6 +242,30 @@ def proxy_objective(args, supernet, info, proxy: str):
     bar = progress_bar(total, f"search by {proxy}", unit="subnet", enabled=not getattr(args, "quiet", False))
     # A generation is scored whole, so the count may pass the stop a little: the bar stops at it.
     return proxy_metric(net, proxy, batches, on_result=lambda n: bar.update(n) if bar.n < total else None), bar
+
+
+def strategy_flags(args: argparse.Namespace, strategy: str, evaluations: int | None) -> dict:
+    """The options `strategy` gets from the flags: the typed ones it takes, then --option KEY=VALUE."""
+    from edgenas.search.engine import strategy_options
+
+    flags = {"population": args.population, "generations": args.generations, "mutate_prob": args.mutate_prob,
+             "parent_ratio": args.parent_ratio, "mutation_ratio": args.mutation_ratio,
+             "reward": args.reward, "reward_exponent": args.reward_exponent}
+    if strategy == "random":
+        flags["evaluations"] = evaluations or args.population * (args.generations + 1)
+    elif evaluations:
+        flags["evaluations"] = evaluations
+    takes = strategy_options(strategy)
+    options = {k: v for k, v in flags.items() if k in takes}
+    given = dict(args.option)
+    if args.compare:  # each compared strategy gets the options it takes; one that none takes is an error
+        for key in given:
+            if not any(key in strategy_options(s) for s in args.compare):
+                strategy_options(args.compare[0], {key: given[key]})
+        given = {k: v for k, v in given.items() if k in takes}
+    options.update(given)
+    strategy_options(strategy, options)  # an option the strategy does not take is a one-line error
+    return options
 
 
 def default_resolutions(info, measured: list[set[int]]) -> tuple[int, ...]:

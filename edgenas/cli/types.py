@@ -68,6 +68,7 @@ def number(lo: float = 0.0, hi: float = math.inf, lo_open: bool = True, hi_open:
         raise argparse.ArgumentTypeError(f"expected a finite number in {span}, got {_shown(text)}")
 
     parse.__name__ = f"number in {span}"
+    parse.lo = lo  # the smallest value it accepts (the flag tests read it)
     return parse
 
 

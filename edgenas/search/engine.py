@@ -12,6 +12,7 @@ front of accuracy against the cost objectives.
 """
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from typing import Any, Callable, Sequence
@@ -26,12 +27,33 @@ from edgenas.search.objectives import COSTS, ArchBatch, Metric, cost_metric, lat
 from edgenas.search.pareto import non_dominated
 from edgenas.search.problem import Evaluator, Problem
 from edgenas.search.random_search import random_search
+from edgenas.search.rl import rl
+from edgenas.search.tpe import tpe
 from edgenas.search.results import SearchResult
 from edgenas.space import SearchSpace, decode
 
 log = logging.getLogger(__name__)
 
-STRATEGIES: dict[str, Callable[..., None]] = {"evolution": evolution, "nsga2": nsga2, "random": random_search}
+# name -> strategy(problem, rng, **options); each option is a keyword argument with a default,
+# which `strategy_options` reads to check a caller's options and to record them in the result.
+STRATEGIES: dict[str, Callable[..., None]] = {
+    "evolution": evolution, "nsga2": nsga2, "random": random_search, "rl": rl, "tpe": tpe,
+}
+HISTORY_POINTS = 200  # at most this many (evaluations, best so far) points in a result's history
+
+
+def strategy_options(strategy: str, given: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The options `strategy` runs with: its defaults, overridden by `given`. An option the strategy
+    does not take is a `ConfigError` naming the ones it does."""
+    if strategy not in STRATEGIES:
+        raise ConfigError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    params = list(inspect.signature(STRATEGIES[strategy]).parameters.values())[2:]  # after (problem, rng)
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    unknown = sorted(set(given or {}) - set(defaults))
+    if unknown:
+        raise ConfigError(f"unknown option{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} for "
+                          f"search strategy {strategy!r}; it takes {', '.join(defaults) or 'none'}")
+    return defaults | dict(given or {})
 
 
 def search(
@@ -54,9 +76,10 @@ def search(
                  `AccuracyPredictor` (anything with predict_genomes), as `predictor_metric(accuracy)`
     constraints  `Constraint(metric, limit)`: feasible when metric <= limit; checked first
                  (`InfeasibleBudgetError` names the smallest achievable value)
-    strategy     "evolution", "nsga2" or "random"; `options` go to it (population, generations,
-                 parent_ratio, mutation_ratio, mutate_prob for evolution; population,
-                 generations, mutate_prob for nsga2; evaluations for random)
+    strategy     a name in STRATEGIES ("evolution", "nsga2", "random", "rl", "tpe"); `options`
+                 go to it as keyword arguments (see each strategy's signature, or
+                 `strategy_options(name)` for its defaults); an option it does not take is a
+                 ConfigError; the result records them all (`SearchResult.options`)
     objectives   NSGA-II's cost objectives (default: the additive constraint metrics, i.e.
                  latency tables, else MFLOPs); also the axes of the result's Pareto front
     report       extra metrics to compute for the top-k and the front (e.g. every latency table)
@@ -64,8 +87,7 @@ def search(
     resolutions  only subnets at these input resolutions (default: all of the space's), e.g. the
                  ones the supernet was trained at
     """
-    if strategy not in STRATEGIES:
-        raise ConfigError(f"unknown search strategy {strategy!r}; expected one of {', '.join(STRATEGIES)}")
+    recorded = strategy_options(strategy, options)
     if top_k < 1 or (max_evals is not None and max_evals < 1):
         raise ConfigError("top_k and max_evals must be at least 1")
     if not isinstance(accuracy, Metric) and hasattr(accuracy, "predict_genomes"):
@@ -89,7 +111,10 @@ def search(
             nsga2(problem, rng, **options)
     else:
         STRATEGIES[strategy](problem, rng, **options)
-    return _collect(problem, strategy, seed, top_k, report, note, time.perf_counter() - started, force_largest=bool(note))
+    result = _collect(problem, strategy, seed, top_k, report, note, time.perf_counter() - started,
+                      force_largest=bool(note))
+    result.options = recorded
+    return result
 
 
 def _collect(problem: Problem, strategy: str, seed: int, top_k: int, report: Sequence[Metric], note: str,
@@ -97,6 +122,7 @@ def _collect(problem: Problem, strategy: str, seed: int, top_k: int, report: Seq
     space, cons, evaluate = problem.space, problem.constraints, problem.evaluate
     genomes, values = evaluate.genomes, evaluate.values
     ok = cons.feasible(genomes)
+    history = _history(values * evaluate.sign, ok, evaluate.sign)
     genomes, values = genomes[ok], values[ok]
     fitness = values * evaluate.sign
     order = np.argsort(-fitness, kind="stable")[:top_k]
@@ -117,8 +143,22 @@ def _collect(problem: Problem, strategy: str, seed: int, top_k: int, report: Seq
         space=space, strategy=strategy, seed=seed, accuracy_name=evaluate.metric.name,
         budget={c.name: c.limit for c in cons.items}, top=table[:len(order)], front=table[len(order):],
         evaluations=evaluate.count, seconds=seconds, note=note, archive=archive,
-        objective_names=[m.name for m in problem.objectives], resolutions=list(cons.resolutions),
+        objective_names=[m.name for m in problem.objectives], resolutions=list(cons.resolutions), history=history,
     )
+
+
+def _history(fitness: np.ndarray, feasible: np.ndarray, sign: float) -> dict[str, list]:
+    """Best feasible objective value so far against the number of distinct architectures
+    evaluated, in evaluation order: at most HISTORY_POINTS points, spaced geometrically (so the
+    early climb shows), from the first feasible evaluation on, always ending at the last one."""
+    n = len(fitness)
+    if n == 0 or not feasible.any():
+        return {"evaluations": [], "best": []}
+    best = np.maximum.accumulate(np.where(feasible, fitness, -np.inf))
+    first = int(np.argmax(feasible)) + 1
+    at = np.unique(np.geomspace(first, n, HISTORY_POINTS).round().astype(np.int64).clip(first, n))
+    at = np.union1d(at, [n])
+    return {"evaluations": at.tolist(), "best": (sign * best[at - 1]).tolist()}
 
 
 def _unique(metrics: list[Metric]) -> list[Metric]:

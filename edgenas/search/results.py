@@ -9,6 +9,9 @@ The file (format "edgenas-search-results", format_version 2) is JSON:
      "strategy": "evolution", "seed": 0, "objective": "accuracy", "resolutions": [24, 28, 32],
      "budget": {"latency_ms": {TABLE: ms, ...}, "mflops": 8.0, "mparams": ..., "peak_kb": ...},
      "latency_tables": {TABLE: path or null}, "evaluations": 123, "seconds": 0.5, "note": "",
+     "options": {"population": 100, ...},   the strategy's options, defaults included
+     "history": {"evaluations": [1, 2, ...], "best": [70.1, 70.4, ...]},
+                              best feasible objective value so far after that many evaluations
      "top": [ENTRY, ...],     best first
      "front": [ENTRY, ...],   the Pareto front, cheapest first
      ...}                     extra records (predictor, supernet, verify)
@@ -57,6 +60,8 @@ class SearchResult:
     objective_names: list[str] = field(default_factory=list)  # the cost axes of the front
     resolutions: list[int] = field(default_factory=list)  # the input resolutions searched
     extra: dict[str, Any] = field(default_factory=dict)  # e.g. "tables": {name: path}, "verify": [...]
+    options: dict[str, Any] = field(default_factory=dict)  # the strategy's options, defaults included
+    history: dict[str, list] = field(default_factory=dict)  # {"evaluations": [...], "best": [...]}, see _history
 
     @property
     def best(self) -> dict[str, Any]:
@@ -80,6 +85,8 @@ class SearchResult:
             "evaluations": self.evaluations,
             "seconds": round(self.seconds, 3),
             "note": self.note,
+            "options": self.options,
+            "history": self.history or {"evaluations": [], "best": []},
             "top": self.top,
             "front": self.front,
             **{k: v for k, v in self.extra.items() if k != "tables"},
@@ -207,6 +214,8 @@ class ResultsFile:
     top: list[dict[str, Any]]  # best first
     front: list[dict[str, Any]]
     data: dict[str, Any] = field(default_factory=dict, repr=False)  # the whole file
+    options: dict[str, Any] = field(default_factory=dict)  # the strategy's options ({} in older files)
+    history: dict[str, list] = field(default_factory=dict)  # best so far against evaluations ({} in older files)
 
     @property
     def latency_budgets(self) -> dict[str, float]:
@@ -266,6 +275,8 @@ def load_results(path: str | Path) -> ResultsFile:
             raise Invalid("top", "nothing (the key is missing)", "a non-empty list of ranked architectures", rendered=True)
         top = value_of(list, data["top"], "top", {"min_len": 1, "doc": "a non-empty list of ranked architectures"})
         front = value_of(list, data.get("front", []), "front", {"doc": "a list of architectures"})
+        options = value_of(dict[str, Any], data.get("options", {}), "options")
+        history = _history_of(data.get("history", {}))
     except Invalid as exc:
         raise exc.at(src) from None
     name, space_hash = space.name, space.hash
@@ -275,7 +286,22 @@ def load_results(path: str | Path) -> ResultsFile:
             _entry(e, f"{key}.{i}", objective, bad)
     return ResultsFile(path=path, format_version=version, space_name=name, space_hash=space_hash, strategy=strategy,
                        objective=objective, budget=budget, latency_tables=dict(tables), top=top, front=front,
-                       data=data)
+                       data=data, options=dict(options), history=history)
+
+
+def _history_of(value: Any) -> dict[str, list]:
+    """{"evaluations": increasing counts >= 1, "best": one finite number each}, or {} when absent."""
+    if value == {}:
+        return {}
+    value_of(dict[str, list], value, "history")
+    if set(value) != {"evaluations", "best"}:
+        raise Invalid("history", sorted(value), "the keys evaluations and best")
+    counts = value_of(list[int], value["evaluations"], "history.evaluations", spec(each=spec(min=1), increasing=True))
+    best = value_of(list[float], value["best"], "history.best")
+    if len(best) != len(counts):
+        raise Invalid("history.best", f"{len(best)} values", f"one per count in history.evaluations ({len(counts)})",
+                      rendered=True)
+    return {"evaluations": counts, "best": [float(b) for b in best]}
 
 
 @dataclass(frozen=True)
