@@ -58,12 +58,12 @@ def atomic_torch_save(path: str | os.PathLike, obj: Any) -> Path:
 
 def checkpoint_files(path: str | os.PathLike | None) -> list[Path]:
     """The files a checkpoint argument is read from: the file itself, or for a run directory its
-    supernet.pt and checkpoint.pt (and the predictor `edgenas search` looks for there)."""
+    supernet.pt, finetuned.pt and checkpoint.pt (and the predictor `edgenas search` looks for there)."""
     if path is None:
         return []
     path = Path(path)
     if path.is_dir():
-        return [path / "supernet.pt", path / "checkpoint.pt", path / "supernet.predictor.pt"]
+        return [path / "supernet.pt", path / "finetuned.pt", path / "checkpoint.pt", path / "supernet.predictor.pt"]
     return [path]
 
 

@@ -4,12 +4,18 @@ A run directory holds `checkpoint.pt` (rewritten atomically at every epoch and p
 when a run is stopped) and, at the end, `supernet.pt` (the final weights without optimiser state).
 Both are dicts written with `torch.save` and read with `weights_only=True`:
 
-    format, format_version, kind ("checkpoint" | "supernet"), edgenas_version,
+    format, format_version, kind ("checkpoint" | "supernet" | "subnet"), edgenas_version,
     config (TrainConfig as a dict, data config included), space (dict), space_hash,
     model (supernet state dict), progress (phase, epoch, step, ...), metrics (best, last, final),
     train_state (checkpoint only: optimizer, scheduler, RNG states, teacher, partial epoch sums)
 
-Search, predictors and export use `load_supernet(path)`.
+A fine-tune run (`edgenas finetune`, edgenas.train.finetune) writes the same files with two more
+keys, `arch` (the subnet's arch string; `model` is then that static subnet's state dict) and
+`finetune` (its record: supernet, teacher, epochs, accuracy before and after); its final file is
+`finetuned.pt`, of kind "subnet".
+
+Search, predictors and export use `load_supernet(path)`; export of a fine-tuned subnet uses
+`load_subnet(path)`.
 """
 from __future__ import annotations
 
@@ -32,6 +38,7 @@ FORMAT = "edgenas-checkpoint"
 FORMAT_VERSION = 1
 CHECKPOINT_NAME = "checkpoint.pt"  # the resumable checkpoint in a run directory
 SUPERNET_NAME = "supernet.pt"  # the final supernet in a run directory
+FINETUNED_NAME = "finetuned.pt"  # the final subnet in a fine-tune run directory
 
 
 @dataclass
@@ -43,6 +50,8 @@ class CheckpointInfo:
     edgenas_version: str  # the edgenas version that wrote the file
     progress: dict[str, Any]  # phase (index), phase_name, epoch, step, global_step, done
     metrics: dict[str, Any]  # "last" and "best" validation, "final" test metrics (when known)
+    arch: str | None = None  # a fine-tune run's subnet (its `model` is that static subnet); None: a supernet
+    finetune: dict[str, Any] | None = None  # a fine-tune run's record (edgenas.train.finetune)
 
     @property
     def data(self) -> DataConfig:
@@ -63,7 +72,8 @@ class CheckpointInfo:
 
 
 def payload(kind: str, config: TrainConfig, space: SearchSpace, model: torch.nn.Module, progress: dict,
-            metrics: dict, train_state: dict | None = None) -> dict[str, Any]:
+            metrics: dict, train_state: dict | None = None, subnet: dict | None = None) -> dict[str, Any]:
+    """The dict `save` writes; `subnet` ({"arch": ..., "finetune": {...}}) marks a fine-tune run's file."""
     out = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "edgenas_version": __version__,
         "config": config.to_dict(), "space": space.to_dict(), "space_hash": space.hash,
@@ -72,6 +82,8 @@ def payload(kind: str, config: TrainConfig, space: SearchSpace, model: torch.nn.
     }
     if train_state is not None:
         out["train_state"] = train_state
+    if subnet is not None:
+        out["arch"], out["finetune"] = subnet["arch"], subnet["finetune"]
     return out
 
 
@@ -94,14 +106,14 @@ class _Progress:
     global_epoch: int = field(metadata=spec(min=0, max=10**9))
     done: bool
 
-_KINDS = ("checkpoint", "supernet")
+_KINDS = ("checkpoint", "supernet", "subnet")
 
 
 def read(path: str | Path) -> tuple[dict[str, Any], CheckpointInfo]:
     """The raw checkpoint dict and its parsed info; CheckpointError if it is missing, corrupt or foreign."""
     path = user_path(path, "checkpoint", CheckpointError)
     if path.is_dir():
-        for name in (SUPERNET_NAME, CHECKPOINT_NAME):
+        for name in (SUPERNET_NAME, FINETUNED_NAME, CHECKPOINT_NAME):
             if (path / name).is_file():
                 path = path / name
                 break
@@ -124,7 +136,21 @@ def read(path: str | Path) -> tuple[dict[str, Any], CheckpointInfo]:
             raise CheckpointError(message(str(path), key, got, f"{'a string' if tp is str else 'a mapping'}: "
                                           "the checkpoint is damaged"))
     if data["kind"] not in _KINDS:
-        raise CheckpointError(message(str(path), "kind", echo(data["kind"]), "checkpoint or supernet"))
+        raise CheckpointError(message(str(path), "kind", echo(data["kind"]), "checkpoint, supernet or subnet"))
+    # A fine-tune run's files carry its arch and record together; a supernet's carry neither.
+    for key, other in (("arch", "finetune"), ("finetune", "arch")):
+        if other in data and key not in data:
+            raise CheckpointError(message(str(path), key, "nothing (the key is missing)",
+                                          f"present beside '{other}' (a fine-tuned subnet's file): the checkpoint is damaged"))
+    if (data["kind"] == "subnet") != ("arch" in data) and data["kind"] != "checkpoint":
+        raise CheckpointError(message(str(path), "kind", echo(data["kind"]),
+                                      f"{'subnet' if 'arch' in data else 'supernet'}: the checkpoint is damaged"))
+    if "arch" in data:
+        if not isinstance(data["arch"], str) or not 0 < len(data["arch"]) <= 4000:
+            raise CheckpointError(message(str(path), "arch", echo(data["arch"]), "an arch string: the checkpoint is damaged"))
+        if not isinstance(data["finetune"], dict):
+            raise CheckpointError(message(str(path), "finetune", echo(data["finetune"]),
+                                          "a mapping (the fine-tune's record): the checkpoint is damaged"))
     bad = next((k for k, v in data["model"].items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)), None)
     if bad is not None:
         raise CheckpointError(message(str(path), f"model.{echo(bad)[1:-1]}", echo(data["model"][bad]),
@@ -140,7 +166,8 @@ def read(path: str | Path) -> tuple[dict[str, Any], CheckpointInfo]:
         config = TrainConfig.from_dict(data["config"], source=f"{path} (config)")
     except ConfigError as exc:
         raise CheckpointError(str(exc)) from None
-    info = CheckpointInfo(path, data["kind"], config, space, data["edgenas_version"], data["progress"], data["metrics"])
+    info = CheckpointInfo(path, data["kind"], config, space, data["edgenas_version"], data["progress"], data["metrics"],
+                          data.get("arch"), data.get("finetune"))
     if space.hash != data.get("space_hash"):
         raise CheckpointError(message(str(path), "space_hash", echo(data.get("space_hash")),
                                       f"{space.hash}, the hash of its space: the checkpoint is damaged"))
@@ -166,10 +193,55 @@ def load_supernet(path: str | Path, device: str | torch.device = "cpu",
     data, info = read(path)
     if space is not None:
         check_space(info, space)
+    if info.arch is not None:
+        raise CheckpointError(f"{info.path} holds a fine-tuned subnet ({_short(info.arch)}), not a supernet: export it "
+                              f"with `edgenas export --checkpoint {info.path}`, or give the supernet it came from")
     net = Supernet(info.space, dropout=info.config.train.dropout)
     try:
         net.load_state_dict(data["model"])
     except (RuntimeError, KeyError) as exc:
         raise CheckpointError(f"{info.path} is damaged: its weights do not fit space {info.space.name} "
+                              f"({str(exc).splitlines()[0][:200]})") from None
+    return net.to(device).eval(), info
+
+
+def _short(text: str, n: int = 60) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
+def subnet_skeleton(space: SearchSpace, arch, dropout: float = 0.0):
+    """A StaticNet of `arch` (an Arch) in `space`, with initial weights: what a subnet state dict loads into."""
+    from edgenas.nn.static import StaticNet
+    from edgenas.space import arch_ops
+
+    return StaticNet(arch_ops(space, arch), arch=str(arch), space=space.name, dropout=dropout)
+
+
+def load_subnet(path: str | Path, device: str | torch.device = "cpu",
+                space: SearchSpace | str | None = None):
+    """The fine-tuned subnet in `path` (a fine-tune run directory or its finetuned.pt) as a StaticNet
+    in eval mode on `device`, with the BatchNorm statistics it was saved with, and its info
+    (`info.arch`, `info.finetune`). A supernet, or a fine-tune that has not finished, is a CheckpointError."""
+    from edgenas.errors import ArchError
+    from edgenas.space import Arch
+
+    data, info = read(path)
+    if space is not None:
+        check_space(info, space)
+    if info.arch is None:
+        raise CheckpointError(f"{info.path} is a supernet checkpoint, not a fine-tuned subnet: give it as --supernet "
+                              "(with --arch or --from), or fine-tune a subnet of it with `edgenas finetune`")
+    if info.kind != "subnet":
+        raise CheckpointError(f"the fine-tune in {info.path.parent} has not finished ({info.path.name} is resumable, "
+                              f"not final): continue it with `edgenas finetune --out {info.path.parent} --resume`")
+    try:
+        arch = Arch.parse(info.arch, info.space)
+    except ArchError as exc:
+        raise CheckpointError(f"{info.path} is damaged: its arch does not fit space {info.space.name} ({exc})") from None
+    net = subnet_skeleton(info.space, arch, info.config.train.dropout)
+    try:
+        net.load_state_dict(data["model"])
+    except (RuntimeError, KeyError) as exc:
+        raise CheckpointError(f"{info.path} is damaged: its weights do not fit subnet {_short(info.arch)} "
                               f"({str(exc).splitlines()[0][:200]})") from None
     return net.to(device).eval(), info

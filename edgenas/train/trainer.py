@@ -127,13 +127,20 @@ def train(cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress:
     stderr is a terminal). Under torchrun (or in an initialised process group) it trains on every
     rank and rank 0 writes the files.
     """
+    return run_trainer(_Trainer, cfg, run_dir, resume, progress, on_step)
+
+
+def run_trainer(cls, cfg: TrainConfig, run_dir: str | Path, resume: bool = False, progress: bool | None = None,
+                on_step: Callable[[StepEvent], None] | None = None, **extra):
+    """Run `cls` (`_Trainer` or a subclass, e.g. the fine-tuner) in a process group, with the stop
+    signals caught and the torch thread count and RNG state restored afterwards."""
     dist = setup(cfg.train.device)
     threads, rng = torch.get_num_threads(), torch.get_rng_state()  # restored afterwards
     try:
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         with _StopSignals() as signals:
-            return _Trainer(cfg, Path(run_dir), resume, dist, signals, progress, on_step).run()
+            return cls(cfg, Path(run_dir), resume, dist, signals, progress, on_step, **extra).run()
     finally:
         torch.set_num_threads(threads)
         torch.set_rng_state(rng)
@@ -153,11 +160,7 @@ class _Trainer:
         self.dataset = load_dataset(cfg.data)
         train_split = self.dataset.train  # a black pixel, normalised: what random crops pad with
         self.black = -torch.tensor(train_split.mean, dtype=torch.float32) / torch.tensor(train_split.std, dtype=torch.float32)
-        space = load_space(cfg.space)
-        if space.num_classes != self.dataset.num_classes:
-            log.info("space %s: classifier set to the dataset's %d classes", space.name, self.dataset.num_classes)
-            space = space.replace(num_classes=self.dataset.num_classes)
-        self.space = space
+        self.space = space = self._load_space()
         self.samplers = [PhaseSampler(space, p, i) for i, p in enumerate(cfg.schedule.phases)]
         n_local = len(self.dataset.train) // dist.world
         self.steps = n_local // self.local_batch
@@ -173,28 +176,29 @@ class _Trainer:
             if state is None:
                 raise CheckpointError(f"nothing to resume: {self.ckpt_path} does not exist (start without --resume)")
             ckpt.check_space(info, space)
+            self._check_resumable(info)
             if state["kind"] != "checkpoint":
                 raise CheckpointError(f"{self.ckpt_path} holds final weights only and cannot be resumed")
         elif self.ckpt_path.exists():
             raise CheckpointError(f"{run_dir} already holds a run: pass --resume to continue it, or choose another --out")
 
         torch.manual_seed(cfg.seed)  # the initial weights
-        self.supernet = Supernet(space, dropout=t.dropout)
+        self.net: nn.Module = self._new_model(resuming=state is not None)
         self.progress = {"phase": 0, "epoch": 0, "step": 0, "started": False, "global_epoch": 0, "done": False}
         self.metrics: dict[str, Any] = {}
         self.train_state: dict[str, Any] = {}
         if state is not None:
-            self.supernet.load_state_dict(state["model"])
+            self.net.load_state_dict(state["model"])
             self.progress, self.metrics = dict(state["progress"]), dict(state["metrics"])
             self.train_state = state.get("train_state") or {}
-        self.supernet.to(self.device)
+        self.net.to(self.device)
         if t.channels_last:
-            self.supernet.to(memory_format=torch.channels_last)
-            for q in self.supernet.parameters():  # [C, 1, k, k] and [O, I, 1, 1]: same bytes either way; the
+            self.net.to(memory_format=torch.channels_last)
+            for q in self.net.parameters():  # [C, 1, k, k] and [O, I, 1, 1]: same bytes either way; the
                 if q.dim() == 4 and (q.size(1) == 1 or q.shape[2:] == (1, 1)):  # strides gradients get (and DDP expects)
                     q.data = q.data.contiguous()
-        self.dist.broadcast_module(self.supernet)
-        self.model: nn.Module = self.supernet
+        self.dist.broadcast_module(self.net)
+        self.model: nn.Module = self.net  # what the forward pass calls: the net, or DDP around it
         if dist.active and t.grad_sync == "ddp":
             from torch.nn.parallel import DistributedDataParallel as DDP
 
@@ -204,38 +208,80 @@ class _Trainer:
             # Buffers are averaged at checkpoints instead of broadcast at every forward (the keyword changed in torch 2.13).
             sync = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DDP).parameters
                     else "broadcast_buffers")
-            self.model = DDP(self.supernet, device_ids=ids, find_unused_parameters=True, **{sync: False})
+            self.model = DDP(self.net, device_ids=ids, find_unused_parameters=True, **{sync: False})
         self.teacher = None
         if self.train_state.get("teacher") is not None:
             self.teacher = self._new_teacher()
             self.teacher.load_state_dict(self.train_state["teacher"])
         self.val_images = calibration_images(self.dataset, t.val_bn_images, cfg.seed)
+        if state is None and dist.main:
+            self.metrics.update(self._fresh_metrics())
         self.log = RunLog(run_dir, keep_epochs=self.progress["global_epoch"] if resume else None) if dist.main else None
         if dist.main:
             run_dir.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
 
+    # ---- what a subclass changes (edgenas.train.finetune trains one static subnet) --------------
+    COMMAND = "train"  # the CLI command that resumes a run (in messages)
+    FINAL_NAME = ckpt.SUPERNET_NAME  # the file the finished run writes
+    WHAT = "training"  # the first word of the start message
+
+    def _load_space(self):
+        space = load_space(self.cfg.space)
+        if space.num_classes != self.dataset.num_classes:
+            log.info("space %s: classifier set to the dataset's %d classes", space.name, self.dataset.num_classes)
+            space = space.replace(num_classes=self.dataset.num_classes)
+        return space
+
+    def _check_resumable(self, info: ckpt.CheckpointInfo) -> None:
+        if info.arch is not None:
+            raise CheckpointError(f"{self.ckpt_path} is a fine-tune run, not a supernet training run: continue it "
+                                  f"with `edgenas finetune --out {self.run_dir} --resume`")
+
+    def _new_model(self, resuming: bool) -> nn.Module:
+        """The network trained, with its initial weights (a resumed run then loads the checkpoint's)."""
+        return Supernet(self.space, dropout=self.cfg.train.dropout)
+
+    def _fresh_metrics(self) -> dict[str, Any]:
+        """Metrics known before the first step of a new run (rank 0 only)."""
+        return {}
+
+    def _activate(self, arch: Arch) -> None:
+        """Make the net compute `arch` for the next forward pass."""
+        self.net.set_active(arch)
+
+    def _subnet_record(self) -> dict | None:
+        """`{"arch": ..., "finetune": {...}}` for a fine-tune run's files; None for a supernet's."""
+        return None
+
+    def _payload(self, kind: str, train_state: dict | None = None) -> dict[str, Any]:
+        return ckpt.payload(kind, self.cfg, self.space, self.net, self.progress, self.metrics, train_state,
+                            self._subnet_record())
+
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         phases = self.cfg.schedule.phases
         if self.dist.main:
-            log.info("training %s on %s (%d steps of %d per epoch, %d process%s, %s) -> %s",
+            log.info("%s %s on %s (%d steps of %d per epoch, %d process%s, %s) -> %s", self.WHAT,
                      self.space.name, self.dataset.describe(), self.steps, self.cfg.train.batch_size, self.dist.world,
                      "es" if self.dist.world > 1 else "", self.device, self.run_dir)
         for p in range(self.progress["phase"], len(phases)):
             self._run_phase(p)
             if self.signals.signum is not None:
-                return TrainResult(self.run_dir, self.supernet, "stopped", self.metrics, self.signals.signum)
-        if self.dist.main and not (self.run_dir / ckpt.SUPERNET_NAME).is_file():
+                return self._result("stopped")
+        if self.dist.main and not (self.run_dir / self.FINAL_NAME).is_file():
             self._final()
         self.dist.barrier()
-        return TrainResult(self.run_dir, self.supernet, "done", self.metrics)
+        return self._result("done")
+
+    def _result(self, status: str):
+        return TrainResult(self.run_dir, self.net, status, self.metrics, self.signals.signum if status == "stopped" else None)
 
     def _run_phase(self, p: int) -> None:
         phase, sampler = self.cfg.schedule.phases[p], self.samplers[p]
         if not self.progress["started"]:
             if phase.sort_channels:
-                self.supernet.sort_channels()
+                self.net.sort_channels()
             if phase.distill == "teacher" and self.teacher is None:
                 self.teacher = self._new_teacher()
             self.progress.update(phase=p, epoch=0, step=0, started=True)
@@ -295,11 +341,11 @@ class _Trainer:
         else:
             self._restore_rng()
             sums = self.train_state["epoch_sums"].clone() if self.dist.main else torch.zeros(4, dtype=torch.float64)
-        self.supernet.train()
+        self.net.train()
         batches = self._batches(p, e, start)
         bar = self._bar(p, e, start)
         t0, images0 = time.perf_counter(), float(sums[3])
-        params = [q for q in self.supernet.parameters() if q.requires_grad]
+        params = [q for q in self.net.parameters() if q.requires_grad]
         for s in range(start, self.steps):
             x, y = next(batches)
             if t.crop_padding or t.flip:
@@ -309,7 +355,7 @@ class _Trainer:
             archs = step_archs[s]
             loss_sum, correct, nonfinite = self._forward_backward(phase, archs, x, y)
             flags = self.dist.sync_step(params, [float(self.signals.signum is not None), float(nonfinite)],
-                                        average_grads=self.model is self.supernet)
+                                        average_grads=self.model is self.net)
             if flags[1]:
                 raise TrainingDiverged(
                     f"the loss became NaN or infinite in phase '{phase.name}' (epoch {e + 1}, step {s + 1}); "
@@ -337,8 +383,8 @@ class _Trainer:
                 if self.dist.main:
                     self.log.plot()
                     log.warning("stopped in phase '%s' epoch %d step %d/%d; checkpoint %s; continue with: "
-                                "edgenas train --out %s --resume", phase.name, e + 1, s + 1, self.steps,
-                                self.ckpt_path, self.run_dir)
+                                "edgenas %s --out %s --resume", phase.name, e + 1, s + 1, self.steps,
+                                self.ckpt_path, self.COMMAND, self.run_dir)
                 if self.signals.signum is None:
                     self.signals.signum = signal.SIGTERM
                 return None
@@ -360,11 +406,11 @@ class _Trainer:
         soft_targets: torch.Tensor | None = None
         teacher_cache: dict[int, torch.Tensor] = {}
         for i, arch in enumerate(archs):
-            self.supernet.set_active(arch)
+            self._activate(arch)
             xr = resize(x, arch.resolution)
             if t.channels_last:
                 xr = xr.contiguous(memory_format=torch.channels_last)
-            sync = i == len(archs) - 1 or self.model is self.supernet
+            sync = i == len(archs) - 1 or self.model is self.net
             with contextlib.nullcontext() if sync else self.model.no_sync():
                 logits = self.model(xr)
                 if phase.distill == "inplace" and i > 0:
@@ -388,15 +434,18 @@ class _Trainer:
     # ---- pieces ----------------------------------------------------------------------------------
     def _optimizer(self, phase: PhaseConfig) -> torch.optim.Optimizer:
         t = self.cfg.train
-        decay = [q for q in self.supernet.parameters() if q.ndim > 1]
-        no_decay = [q for q in self.supernet.parameters() if q.ndim <= 1]  # BatchNorm and biases, as OFA
+        decay = [q for q in self.net.parameters() if q.ndim > 1]
+        no_decay = [q for q in self.net.parameters() if q.ndim <= 1]  # BatchNorm and biases, as OFA
         return torch.optim.SGD([{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                                lr=phase.lr, momentum=t.momentum, nesterov=t.nesterov and t.momentum > 0)
 
     def _new_teacher(self) -> nn.Module:
         """A frozen copy of the full network. Its BatchNorms use batch statistics (as OFA's teacher in
         train mode does), so it needs no recalibration at the resolutions it is fed."""
-        teacher = self.supernet.materialize(largest(self.space))
+        return self._freeze(self.net.materialize(largest(self.space)))
+
+    def _freeze(self, teacher: nn.Module) -> nn.Module:
+        """`teacher` frozen, its BatchNorms on batch statistics, on the training device and layout."""
         for m in teacher.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.track_running_stats = False
@@ -458,7 +507,7 @@ class _Trainer:
 
     def _validate(self, sampler: PhaseSampler) -> dict:
         archs = [sampler.largest(), sampler.smallest()]
-        results = evaluate_archs(self.supernet, archs, self.dataset, "val", self.val_images, self.cfg.train.eval_batch_size,
+        results = evaluate_archs(self.net, archs, self.dataset, "val", self.val_images, self.cfg.train.eval_batch_size,
                                  device=self.device, channels_last=self.cfg.train.channels_last)
         return {"val_acc_largest": results[0].accuracy, "val_acc_smallest": results[1].accuracy,
                 "val_largest": str(archs[0]), "val_smallest": str(archs[1])}
@@ -472,7 +521,7 @@ class _Trainer:
 
     def _save_checkpoint(self, rng: list | None) -> None:
         """Every rank averages BatchNorm statistics (a collective); rank 0 writes."""
-        self.dist.average_buffers(self.supernet)
+        self.dist.average_buffers(self.net)
         if rng is None and self.progress["step"] > 0:
             rng = self._rng_states()
         if not self.dist.main:
@@ -480,15 +529,14 @@ class _Trainer:
         state = dict(self.train_state)
         state["rng"] = rng
         state["teacher"] = None if self.teacher is None else {k: v.cpu() for k, v in self.teacher.state_dict().items()}
-        ckpt.save(self.ckpt_path, ckpt.payload("checkpoint", self.cfg, self.space, self.supernet, self.progress,
-                                               self.metrics, state))
+        ckpt.save(self.ckpt_path, self._payload("checkpoint", state))
 
     def _final(self) -> None:
         """Test accuracy of the last phase's largest and smallest subnets; write supernet.pt and the plot."""
         t = self.cfg.train
         if t.test_at_end:
             archs = [self.samplers[-1].largest(), self.samplers[-1].smallest()]
-            results = evaluate_archs(self.supernet, archs, self.dataset, "test", t.bn_recal_images, t.eval_batch_size,
+            results = evaluate_archs(self.net, archs, self.dataset, "test", t.bn_recal_images, t.eval_batch_size,
                                      seed=self.cfg.seed, device=self.device, channels_last=t.channels_last)
             self.metrics["final"] = {"test_acc_largest": results[0].accuracy, "test_acc_smallest": results[1].accuracy,
                                      "largest": str(archs[0]), "smallest": str(archs[1]),
@@ -496,10 +544,8 @@ class _Trainer:
             self.log.add({"event": "final", "global_epoch": self.progress["global_epoch"], **self.metrics["final"]})
             log.info("test accuracy: largest subnet %s (%.1f M MACs), smallest %s (%.1f M MACs)", _pct(results[0].accuracy),
                      results[0].macs / 1e6, _pct(results[1].accuracy), results[1].macs / 1e6)
-        ckpt.save(self.ckpt_path, ckpt.payload("checkpoint", self.cfg, self.space, self.supernet, self.progress,
-                                               self.metrics, {"rng": None, "teacher": None}))
-        ckpt.save(self.run_dir / ckpt.SUPERNET_NAME, ckpt.payload("supernet", self.cfg, self.space, self.supernet,
-                                                                  self.progress, self.metrics))
+        ckpt.save(self.ckpt_path, self._payload("checkpoint", {"rng": None, "teacher": None}))
+        ckpt.save(self.run_dir / ckpt.SUPERNET_NAME, self._payload("supernet"))
         self.log.plot()
         log.info("supernet: %s", self.run_dir / ckpt.SUPERNET_NAME)
 
