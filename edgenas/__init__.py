@@ -23,6 +23,7 @@ _EXPORTS = {
     # the supernet and its training
     "Supernet": "edgenas.supernet", "TrainConfig": "edgenas.train.config", "load_config": "edgenas.train.config",
     "train_supernet": "edgenas.api", "load_supernet": "edgenas.train.checkpoint",
+    "finetune_subnet": "edgenas.api", "load_subnet": "edgenas.train.checkpoint",
     # devices and latency
     "DeviceProfile": "edgenas.device.profile", "load_profile": "edgenas.device.profile",
     "profile_device": "edgenas.latency.profiler", "LatencyTable": "edgenas.latency.table",

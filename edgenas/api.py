@@ -22,3 +22,18 @@ def train_supernet(config: Any = None, out: str | Path = "runs/train", *, overri
     else:
         cfg = load_config(config, list(overrides))
     return train(cfg, out, resume=resume, progress=progress)
+
+
+def finetune_subnet(supernet: str | Path, arch: Any, out: str | Path = "runs/finetune", *, epochs: int = 4,
+                    teacher: str | Path | None = None, lr: float | None = None, overrides: Sequence[str] = (),
+                    resume: bool = False, progress: bool | None = None):
+    """Fine-tune `arch` (an Arch or its string) of the supernet checkpoint `supernet` into `out`,
+    distilled from the supernet's largest subnet (or `teacher`), and return the `FinetuneResult`
+    (`.record` holds the accuracy before and after). `overrides` are `edgenas finetune --set`
+    items. Load the subnet with `edgenas.load_subnet(out)`; export it with `export_subnet(net, ...,
+    metadata={"finetune": info.finetune})` so that its model card records the fine-tune. With
+    `resume`, pass None for `supernet` and `arch`: the run in `out` continues."""
+    from edgenas.train.finetune import finetune
+
+    return finetune(supernet, arch, out, None if resume else epochs, teacher=teacher, lr=lr,
+                    overrides=list(overrides), resume=resume, progress=progress)

@@ -19,7 +19,7 @@ from edgenas import __version__
 from edgenas.errors import EdgeNASError
 
 # Subcommand modules, in the order `edgenas --help` lists them.
-SUBCOMMANDS = ["demo", "train", "eval", "space", "device", "profile", "predictor", "search", "export"]
+SUBCOMMANDS = ["demo", "train", "eval", "space", "device", "profile", "predictor", "search", "finetune", "export"]
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 

@@ -3,6 +3,10 @@
     edgenas export --supernet runs/tiny/supernet.pt --arch r32_k3e3,k3e3_... --format onnx --out deploy/
     edgenas export --supernet ckpt.pt --from results.json --rank 1 --format onnx,tflite,tflite-int8 \\
         --out deploy/ --measure device_profiles/local-cpu.yaml
+    edgenas export --checkpoint runs/ft/finetuned.pt --from results.json --format onnx --out deploy/
+
+A fine-tuned subnet (`edgenas finetune`) is exported with the weights and BatchNorm statistics it
+was saved with (the fine-tune recalibrated them), and its model card records the fine-tune.
 
 Exit status 0 when every file passed its check, 1 when one failed (the file is kept and marked
 invalid in model.json), 2 for a usage error.
@@ -30,9 +34,13 @@ def add_parser(subparsers) -> None:
         "Exit status 1 if a file fails its check.",
     )
     add_common(p)
-    p.add_argument("--supernet", required=True, metavar="CKPT",
-                   help="supernet checkpoint: a run directory, its supernet.pt or checkpoint.pt")
-    which = p.add_mutually_exclusive_group(required=True)
+    model = p.add_mutually_exclusive_group(required=True)
+    model.add_argument("--supernet", metavar="CKPT",
+                       help="supernet checkpoint: a run directory, its supernet.pt or checkpoint.pt")
+    model.add_argument("--checkpoint", metavar="CKPT",
+                       help="a fine-tuned subnet (edgenas finetune): its run directory or finetuned.pt; --arch and "
+                            "--from are optional and must name its arch (--from also gives the budget)")
+    which = p.add_mutually_exclusive_group()
     which.add_argument("--arch", help="architecture string, e.g. r32_k3e3,k3e3_...")
     which.add_argument("--from", dest="results", metavar="RESULTS", help="search results JSON (edgenas search)")
     p.add_argument("--rank", type=T.count(1, T.MAX_RANK), default=1, help="which entry of --from, 1 = best (default 1)")
@@ -43,7 +51,7 @@ def add_parser(subparsers) -> None:
                    help="latency table for the predicted latency (repeatable)")
     p.add_argument("--budget-ms", type=T.positive(), help="latency budget to check measured latency against "
                    "(default: the budget in --from)")
-    p.add_argument("--bn-images", type=T.count(1, T.MAX_IMAGES), default=2000, help="training images for BN recalibration (default 2000)")
+    p.add_argument("--bn-images", type=T.count(1, T.MAX_IMAGES), default=2000, help="training images for BN recalibration (default 2000; a --checkpoint keeps its fine-tuned statistics)")
     p.add_argument("--calib-images", type=T.count(1, T.MAX_IMAGES), default=256, help="training images for int8 calibration (default 256)")
     p.add_argument("--eval-images", type=T.count(0, T.MAX_IMAGES), default=1000,
                    help="test images for the parity and accuracy checks (default 1000; 0 = all)")
@@ -75,12 +83,21 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.export import CARD_NAME, FILE_NAMES
     from edgenas.io import check_outputs, checkpoint_files
 
-    check_outputs({"--supernet": checkpoint_files(args.supernet), "--from": args.results, "--measure": args.measure,
-                   "--latency-table": args.latency_table},
+    check_outputs({"--supernet": checkpoint_files(args.supernet), "--checkpoint": checkpoint_files(args.checkpoint),
+                   "--from": args.results, "--measure": args.measure, "--latency-table": args.latency_table},
                   dirs={"--out": (args.out, [FILE_NAMES[f] for f in formats] + [CARD_NAME])})
-    supernet, info = _load_supernet(args.supernet)
-    space = supernet.space
-    source = {"checkpoint": str(args.supernet)}
+    if args.supernet is not None and args.arch is None and args.results is None:
+        raise EdgeNASError("--supernet needs the subnet to export: --arch ARCH or --from RESULTS")
+    finetuned = finetune = None
+    if args.checkpoint is not None:
+        from edgenas.train.checkpoint import load_subnet
+
+        finetuned, info = load_subnet(args.checkpoint)
+        space, checkpoint, finetune = info.space, args.checkpoint, info.finetune
+    else:
+        supernet, info = _load_supernet(args.supernet)
+        space, checkpoint = supernet.space, args.supernet
+    source = {"checkpoint": str(checkpoint)}
     entry = None
     if args.results:
         from edgenas.search.results import read_results
@@ -88,11 +105,20 @@ def run(args: argparse.Namespace) -> int:
         entry = read_results(args.results, args.rank)
         if entry.space_hash and entry.space_hash != space.hash:
             raise EdgeNASError(f"{args.results} was searched in space {entry.space_name} (hash {entry.space_hash}), "
-                               f"but {args.supernet} is a {space.name} supernet (hash {space.hash})")
+                               f"but {checkpoint} is a {space.name} {'subnet' if finetuned else 'supernet'} "
+                               f"(hash {space.hash})")
         arch = Arch.parse(entry.arch, space)
         source.update(results=str(args.results), rank=args.rank)
-    else:
+    elif args.arch is not None:
         arch = Arch.parse(args.arch, space)
+    else:
+        arch = Arch.parse(info.arch, space)
+    if finetuned is not None:
+        if str(arch) != info.arch:
+            flag = f"--from {args.results} --rank {args.rank}" if args.results else "--arch"
+            raise EdgeNASError(f"{flag} names {_short(str(arch))}, but {checkpoint} is a fine-tune of "
+                               f"{_short(info.arch)}: export it without {flag.split()[0]}, or fine-tune that arch")
+        source["finetuned"] = True
 
     tables = _load_tables(args.latency_table)
     for t in tables:  # a table of edgenas's predicts the files of its runtime and precision only (OFA's: any)
@@ -110,20 +136,27 @@ def run(args: argparse.Namespace) -> int:
         raise EdgeNASError(f"the checkpoint's dataset {data.name} has {data.num_classes} classes but its space "
                            f"{space.name} has {space.num_classes} outputs")
     gen = torch.Generator().manual_seed(args.seed)
-    log.info("exporting %s (%s) from %s", arch, space.name, args.supernet)
-    net = supernet.subnet(arch, data.sample_images("train", args.bn_images, gen))
+    log.info("exporting %s (%s) from %s", arch, space.name, checkpoint)
+    if finetuned is not None:  # its BatchNorm statistics are the fine-tune's final ones: kept as they are
+        net = finetuned
+        data.sample_images("train", args.bn_images, gen)  # the same calibration images as from a supernet
+    else:
+        net = supernet.subnet(arch, data.sample_images("train", args.bn_images, gen))
     calib = (data.sample_images("train", args.calib_images, gen)
              if any(FORMATS_BY_NAME[f].needs_calibration for f in formats) else None)
     test = first_images(data.test, args.eval_images)
     meta = ExportMetadata(
         dataset=data.name, class_names=data.class_names, mean=data.mean, std=data.std, space=space,
         latency_tables=tables, predicted_latency_ms=entry.predicted_latency_ms if entry and not tables else {},
-        budget_ms=budget, source=source,
+        budget_ms=budget, source=source, finetune=finetune,
     )
     report = export_subnet(net, formats, args.out, calib, test, meta, atol=args.atol, threads=args.threads,
                            on_result=lambda r: print(r.line(), flush=True))
     card = report.card
     acc = card["accuracy"]
+    if finetune is not None and finetune.get("accuracy_after") is not None:
+        print(f"fine-tuned {finetune['epochs']} epoch(s): test accuracy {finetune['accuracy_before']:.2f}% -> "
+              f"{finetune['accuracy_after']:.2f}% on {finetune['images']} images")
     print(f"PyTorch test accuracy {acc['fp32']:.2f}% on {acc['images']} images; "
           f"{card.get('macs', 0) / 1e6:.1f} M MACs, {card.get('params', 0) / 1e6:.3f} M params")
     for name, ms in card["latency"]["predicted_ms"].items():
@@ -137,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
               f"see {report.card_path}")
         return EXIT_INVALID
     return EXIT_OK
+
+
+def _short(text: str, n: int = 50) -> str:
+    return text if len(text) <= n else text[:n - 3] + "..."
 
 
 def _load_supernet(path: str):

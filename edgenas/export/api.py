@@ -67,6 +67,9 @@ class ExportMetadata:
     budget_ms: float | None = None
     # Where the model came from: {"checkpoint": ..., "results": ..., "rank": ...}.
     source: Mapping[str, Any] = field(default_factory=dict)
+    # A fine-tuned subnet's record (CheckpointInfo.finetune: epochs, teacher, accuracy before and
+    # after, ...), copied to the card's "finetune"; None: the subnet's weights are the supernet's.
+    finetune: Mapping[str, Any] | None = None
 
 
 @dataclass
@@ -345,7 +348,20 @@ def _card(net: nn.Module, meta: ExportMetadata, ref_accuracy: float | None, n_im
         "latency": {"predicted_ms": predicted, "tables": tables, "budget_ms": meta.budget_ms, "measured": []},
         "files": {},
         "source": dict(meta.source),
+        "finetune": _finetune_entry(meta.finetune),
     }
+
+
+def _finetune_entry(record: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The card's "finetune": what a reader of the card needs from a fine-tune's record."""
+    if not record:
+        return None
+    teacher = record.get("teacher") or {}
+    return {"epochs": record.get("epochs"), "supernet": record.get("supernet"),
+            "teacher": {k: teacher.get(k) for k in ("what", "arch", "checkpoint")},
+            "kd_ratio": record.get("kd_ratio"), "lr": record.get("lr"),
+            "accuracy_before": record.get("accuracy_before"), "accuracy_after": record.get("accuracy_after"),
+            "split": record.get("split"), "images": record.get("images"), "seconds": record.get("seconds")}
 
 
 def _onnx_metadata(card: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,12 @@
      "files": {"onnx": {"file": "model.onnx", "sha256": "...", "bytes": 123, "valid": true,
                         "error": null, "layout": "NCHW", "max_abs_diff": 3e-7, "atol": 1e-4, ...},
                "tflite-int8": {..., "input": {"quantization": {"scale", "zero_point"}}, "agreement": 0.99}},
-     "source": {"checkpoint": "...", "results": "...", "rank": 1}}
+     "source": {"checkpoint": "...", "results": "...", "rank": 1},
+     "finetune": null}                     # or, for a subnet fine-tuned by `edgenas finetune`:
+    "finetune": {"epochs": 4, "supernet": "runs/digits/supernet.pt", "kd_ratio": 1.0, "lr": 0.01,
+                 "teacher": {"what": "the supernet's largest subnet", "arch": "...", "checkpoint": null},
+                 "accuracy_before": 91.2, "accuracy_after": 94.0,   # test accuracy (%), PyTorch, whole split
+                 "split": "test", "images": 359, "seconds": 61.5}   # seconds of training
 """
 from __future__ import annotations
 
@@ -82,5 +87,11 @@ def check_card(card: Any, source: str) -> None:
         for name, ms in (latency.get("predicted_ms") or {}).items():
             value_of(float, ms, f"latency.predicted_ms.{name}", _MS)
         value_of(list, latency.get("measured") or [], "latency.measured")
+        finetune = value_of(Optional[dict], card.get("finetune"), "finetune")
+        if finetune is not None:
+            value_of(int, finetune.get("epochs"), "finetune.epochs", {"min": 1, "max": 10**6})
+            for key in ("accuracy_before", "accuracy_after"):
+                value_of(Optional[float], finetune.get(key), f"finetune.{key}", {"min": 0.0, "max": 100.0})
+            value_of(dict, finetune.get("teacher"), "finetune.teacher")
     except Invalid as exc:
         raise exc.at(source, EdgeNASError) from None
