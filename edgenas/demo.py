@@ -5,6 +5,8 @@
       -> profile this machine's CPU (local transport, onnxruntime) into a latency table, and one
          table more for each other runtime and precision exported (TFLite fp32 and int8)
       -> search the best subnet under a budget in the middle of the table's reachable range
+      -> fine-tune it briefly (distilled from the supernet's largest subnet), when the training's
+         measured speed says that fits in FINETUNE_SECONDS
       -> export it (ONNX; TFLite and TFLite int8 when litert-torch is installed), checked against
          PyTorch
       -> measure the ONNX file on this CPU (over the budget: search again under a target
@@ -38,6 +40,10 @@ LOCAL_CPU = {"name": "local-cpu", "transport": "local", "runtime": "onnxruntime"
 LOCAL_CPU_FINAL = dict(LOCAL_CPU, runs=400, rounds=20)
 # Searches again (at most this many times) when the exported file measures over the budget.
 RETRIES = 2
+# The winner is fine-tuned for this many epochs when the supernet's training speed (its log's last
+# epoch) says they take at most FINETUNE_SECONDS; otherwise the inherited weights are exported.
+FINETUNE_EPOCHS = 2
+FINETUNE_SECONDS = 90.0
 # Whole subnets that calibrate the tables of the other exported formats: each is converted once
 # (TFLite conversions take seconds), and 12 still let the table's check judge its measurements.
 OTHER_CALIBRATION = 12
@@ -77,6 +83,9 @@ class DemoResult:
     params: int = 0
     seconds: dict[str, float] = field(default_factory=dict)  # step -> wall time
     report: Path | None = None
+    # the fine-tune of the winner: epochs, accuracy_before, accuracy_after (test, %), images, seconds;
+    # or {"skipped": why}
+    finetune: dict | None = None
 
     @property
     def within_budget(self) -> bool:
@@ -165,11 +174,18 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         arch = edgenas.Arch.parse(best["arch"], space)
         step("search")
 
-        # 5. Export the winner, BN recalibrated, checked against PyTorch on the test split.
-        net = supernet.subnet(arch, dataset, bn_images=2000, seed=seed)
+        # 5. Fine-tune the winner when that fits the time budget (else export the inherited weights,
+        # BN recalibrated), then export it, checked against PyTorch on the test split.
+        tuned, finetuned = _finetune(train_dir, arch, out / "finetune", progress)
+        step("finetune")
+        if tuned is not None:
+            net, ft_info = edgenas.load_subnet(tuned)
+            checkpoint = tuned
+        else:
+            net, ft_info, checkpoint = supernet.subnet(arch, dataset, bn_images=2000, seed=seed), None, train_dir / "supernet.pt"
         meta = edgenas.ExportMetadata(space=space, latency_tables=[table, *other_tables.values()], budget_ms=budget,
-                                      source={"checkpoint": str(train_dir / "supernet.pt"),
-                                              "results": str(out / "search.json")})
+                                      source={"checkpoint": str(checkpoint), "results": str(out / "search.json")},
+                                      finetune=ft_info.finetune if ft_info is not None else None)
         exported = edgenas.export_subnet(net, formats, out / "export", metadata=meta, dataset=dataset)
         _check_export(exported)
         step("export")
@@ -207,7 +223,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         invalid={r.format: r.error for r in exported.failures},
         sizes={f: r.path.stat().st_size for f, r in exported.results.items() if r.path},
         macs=cost.macs, params=cost.params,
-        seconds=seconds,
+        seconds=seconds, finetune=finetuned,
     )
     summary.report = write_report(summary, train_dir, out)
     return summary
@@ -261,6 +277,47 @@ def _available_formats() -> list[str]:
     return ["onnx"]
 
 
+def _finetune(train_dir: Path, arch, root: Path, progress) -> tuple[Path | None, dict]:
+    """(the fine-tuned checkpoint or None, what the summary says) for `arch`; a run directory per
+    arch under `root`, so that a rerun reuses or resumes it."""
+    import hashlib
+
+    import edgenas
+
+    run = root / hashlib.sha256(str(arch).encode()).hexdigest()[:12]
+    if not (run / "finetuned.pt").exists():
+        if not (run / "checkpoint.pt").exists():
+            estimate = _finetune_estimate(train_dir)
+            if estimate is None or estimate > FINETUNE_SECONDS:
+                why = ("the training log has no speed to estimate it from" if estimate is None else
+                       f"{FINETUNE_EPOCHS} epochs would take about {estimate:.0f} s, over the demo's "
+                       f"{FINETUNE_SECONDS:.0f} s for it")
+                log.info("demo: not fine-tuning the winner: %s", why)
+                return None, {"skipped": why}
+            log.info("demo: fine-tuning the winner for %d epochs (about %.0f s)", FINETUNE_EPOCHS, estimate)
+            edgenas.finetune_subnet(train_dir, arch, run, epochs=FINETUNE_EPOCHS, progress=progress)
+        else:
+            edgenas.finetune_subnet(None, None, run, resume=True, progress=progress)
+    _, info = edgenas.load_subnet(run)
+    r = info.finetune
+    log.info("demo: fine-tuned %d epochs: test accuracy %.2f%% -> %.2f%%", r["epochs"], r["accuracy_before"],
+             r["accuracy_after"])
+    return run / "finetuned.pt", {k: r.get(k) for k in ("epochs", "accuracy_before", "accuracy_after", "images", "seconds")}
+
+
+def _finetune_estimate(train_dir: Path) -> float | None:
+    """Seconds that FINETUNE_EPOCHS epochs take at the supernet's last measured speed (a static
+    subnet trains faster than the supernet, plus its teacher's forward passes: about even)."""
+    import json
+
+    try:
+        lines = (train_dir / "train_log.jsonl").read_text().splitlines()
+        last = [r for r in map(json.loads, lines) if r.get("event") == "epoch"][-1]
+        return FINETUNE_EPOCHS * last["seconds"] + 5.0  # plus the tests before and after
+    except (OSError, ValueError, IndexError, KeyError, TypeError):
+        return None
+
+
 def summary_table(r: DemoResult) -> str:
     """The lines `edgenas demo` prints at the end."""
     rows = [("arch", r.arch),
@@ -279,6 +336,12 @@ def summary_table(r: DemoResult) -> str:
                      + (f", predicted {pred:.3f} ms by {r.tables.get(fmt)} (measured/predicted {ms / pred:.2f})"
                         if ms is not None and pred else "")))
         rows.append((f"  size", f"{r.sizes.get(fmt, 0) / 1024:.0f} KiB"))
+    ft = r.finetune or {}
+    if ft.get("accuracy_after") is not None:
+        rows.append(("fine-tuned", f"{ft['epochs']} epochs: test accuracy {ft['accuracy_before']:.2f} % -> "
+                                   f"{ft['accuracy_after']:.2f} % (PyTorch, {ft['images']} images)"))
+    elif ft.get("skipped"):
+        rows.append(("fine-tuned", f"no: {ft['skipped']}"))
     rows.append(("verdict", "measured latency within budget" if r.within_budget else "measured latency OVER budget"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)
@@ -297,5 +360,7 @@ def write_report(r: DemoResult, train_dir: Path, out: Path) -> Path:
     lines += ["## Files", "", "- `train/`: checkpoints, `train_log.jsonl`, the trained `supernet.pt`",
               "- `train/supernet.predictor.pt`: the accuracy predictor", "- `latency_table.yaml`: this CPU's latency table (onnxruntime fp32, the search's)",
               "- `latency_table_FORMAT.yaml`: the tables of the other exported formats",
-              "- `search.json`: the best subnets found", "- `export/`: the model files and their model card `model.json`"]
+              "- `search.json`: the best subnets found",
+              "- `finetune/<arch hash>/`: the winner's fine-tune (`finetuned.pt`, its log and plot), when it ran",
+              "- `export/`: the model files and their model card `model.json`"]
     return atomic_write_text(out / "report.md", "\n".join(lines) + "\n")

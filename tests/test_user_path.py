@@ -5,7 +5,8 @@
     edgenas predictor build train/supernet.pt     -> train/supernet.predictor.pt (the default place)
     edgenas profile device_profiles/local-cpu.yaml -> local-cpu.yaml (latency table)
     edgenas search --strategy S (each)            -> search-S.json, search-S.png
-    edgenas export --from search-evolution.json --format (every format) --measure local-cpu
+    edgenas finetune --from search-evolution.json -> finetune/finetuned.pt (the winner, 1 epoch)
+    edgenas export --checkpoint finetune --from search-evolution.json --format (every format) --measure local-cpu
 
 Run as a user runs them (`python -m edgenas ...` subprocesses, from a scratch directory), on the
 embedded digits data, with `--set` overrides and small sizes so the chain stays within minutes on
@@ -104,7 +105,9 @@ def chain(tmp_path_factory):
     from edgenas.export import FORMATS
 
     c.formats = list(FORMATS)
-    c.run("export", "export", "--supernet", ckpt, "--from", work / "search-evolution.json",
+    c.run("finetune", "finetune", "--supernet", ckpt, "--from", work / "search-evolution.json", "--epochs", "1",
+          "--out", work / "finetune")
+    c.run("export", "export", "--checkpoint", work / "finetune", "--from", work / "search-evolution.json",
           "--format", ",".join(c.formats), "--out", work / "export", "--latency-table", work / "local-cpu.yaml",
           "--measure", PROFILE, *EXPORT_QUICK)
     c.seconds["total"] = time.monotonic() - started
@@ -176,6 +179,17 @@ def test_search_with_each_strategy_reads_those_files(chain, strategy):
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_finetune_trains_the_searched_winner(chain):
+    from edgenas.search import load_results
+    from edgenas.train.checkpoint import load_subnet
+
+    proc = chain.get("finetune")
+    _, info = load_subnet(chain.work / "finetune")
+    assert info.arch == load_results(chain.work / "search-evolution.json").entry(1).arch
+    assert info.finetune["epochs"] == 1 and info.finetune["accuracy_after"] is not None
+    assert f"-> {info.finetune['accuracy_after']:.2f}%" in proc.stdout
+
+
 def test_export_from_the_search_in_every_format_and_measure(chain):
     from edgenas.export import FORMATS, load_card, read_metadata
     from edgenas.search import load_results
@@ -188,6 +202,7 @@ def test_export_from_the_search_in_every_format_and_measure(chain):
     card = load_card(chain.work / "export")
     assert card["arch"] == best.arch
     assert card["source"]["results"] == str(chain.work / "search-evolution.json") and card["source"]["rank"] == 1
+    assert card["finetune"]["epochs"] == 1 and card["source"]["checkpoint"] == str(chain.work / "finetune")
     assert set(card["files"]) == set(chain.formats) == set(FORMATS)
     for fmt, entry in card["files"].items():
         assert (chain.work / "export" / entry["file"]).stat().st_size > 0

@@ -128,13 +128,10 @@ class _Finetuner(_Trainer):
         arch = Arch.parse(self.arch_text, self.space)
         if resuming:
             return ckpt.subnet_skeleton(self.space, arch, self.cfg.train.dropout)
-        supernet = self.source["supernet"]
-        net = supernet.materialize(arch)
-        net.dropout = self.cfg.train.dropout
+        net = self.source["supernet"].subnet(arch, self._bn_images(), batch_size=self.cfg.train.eval_batch_size)
         for m in net.modules():  # the supernet's dropout rate, or the config's when overridden
             if isinstance(m, nn.Dropout):
                 m.p = self.cfg.train.dropout
-        recalibrate_bn(net, self._bn_images(), arch.resolution, self.cfg.train.eval_batch_size)
         return net.train()
 
     def _bn_images(self) -> torch.Tensor:
