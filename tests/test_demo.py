@@ -21,6 +21,16 @@ def test_demo_runs_end_to_end_and_resumes(demo_run):
         assert (out / name).exists(), name
     report = (out / "report.md").read_text()
     assert summary["arch"] in report and "![" in report
+    # The winner is fine-tuned when the training's speed says it fits the demo's time for it.
+    ft = summary["finetune"]
+    if "skipped" in ft:
+        assert "would take about" in ft["skipped"] and f"no: {ft['skipped']}" in report
+    else:
+        from edgenas.export import load_card
+
+        card = load_card(out / "export")["finetune"]
+        assert (card["accuracy_before"], card["accuracy_after"]) == (ft["accuracy_before"], ft["accuracy_after"])
+        assert f"{ft['accuracy_after']:.2f} %" in report
     # A second run finds every step done and only searches, exports and measures again.
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -56,8 +66,19 @@ def test_demo_searches_again_when_the_file_measures_over_budget(tmp_path, monkey
         return comparisons
 
     monkeypatch.setattr(edgenas, "measure_exports", first_one_slow)  # the demo calls the public API
+    import edgenas.demo
+
+    monkeypatch.setattr(edgenas.demo, "FINETUNE_SECONDS", 1e9)  # whatever the load: the fine-tune runs
     overrides = [QUICK[i + 1] for i, a in enumerate(QUICK) if a == "--set"]
     with caplog.at_level(logging.INFO, logger="edgenas.demo"):
         result = run_demo(tmp_path / "demo", overrides=overrides, samples=30, formats=["onnx"], progress=False)
     assert len(calls) >= 2 and "searching again under" in caplog.text
     assert result.target_ms < result.budget_ms / 1.5 + 1e-3 and result.predicted_ms <= result.target_ms + 1e-9
+    # Each attempt's winner was fine-tuned (2 epochs) and the last one exported with its record.
+    from edgenas.export import load_card
+
+    ft = result.finetune
+    assert ft["epochs"] == 2 and 0 <= ft["accuracy_before"] <= 100 and 0 <= ft["accuracy_after"] <= 100, ft
+    card = load_card(tmp_path / "demo" / "export")
+    assert card["arch"] == result.arch and card["finetune"]["accuracy_after"] == ft["accuracy_after"]
+    assert 1 <= len(list((tmp_path / "demo" / "finetune").glob("*/finetuned.pt"))) <= len(calls)

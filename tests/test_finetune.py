@@ -123,15 +123,19 @@ def test_export_of_the_finetuned_checkpoint_records_it_in_the_card(demo, tuned, 
     assert "fine-tune of" in line
 
 
-def test_a_finished_finetune_resumes_to_done_and_a_new_one_needs_another_out(tuned, capsys):
+def test_a_finished_finetune_resumes_to_done_and_a_new_one_needs_another_out(demo, tuned, capsys):
     out, proc = tuned
     assert proc.returncode == 0, proc.stderr[-3000:]
     before = (out / "finetuned.pt").read_bytes()
     again = edgenas("finetune", "--out", out, "--resume")
     assert again.returncode == 0, again.stderr[-3000:]
     assert (out / "finetuned.pt").read_bytes() == before
+    line = _one_line(["finetune", "--supernet", str(demo / "train"), "--from", str(demo / "search.json"),
+                      "--epochs", "1", "--out", str(out)], capsys)
+    assert "already holds a run" in line and "--resume" in line
+    # The fine-tune's own directory is no supernet to fine-tune from (it would replace its files).
     line = _one_line(["finetune", "--supernet", str(out), "--arch", "x", "--epochs", "1", "--out", str(out)], capsys)
-    assert "--resume" in line
+    assert "replace" in line
 
 
 def test_sigterm_mid_epoch_then_resume_matches_an_uninterrupted_run(demo, tmp_path):
