@@ -25,6 +25,11 @@ def add_parser(subparsers) -> None:
         "finetuned.pt, train_log.jsonl, train_plot.png and config.yaml to --out; `edgenas export --checkpoint "
         "OUT` exports the result with the fine-tune in its model card. SIGINT/SIGTERM stop after the current "
         "step with a checkpoint; --resume continues exactly where it stopped.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  edgenas finetune --supernet runs/digits --from runs/digits/search.json --epochs 4 --out runs/ft\n"
+        "  edgenas finetune --out runs/ft --resume\n"
+        "  edgenas export --checkpoint runs/ft --from runs/digits/search.json --format onnx --out runs/ft/export",
     )
     add_common(p)
     p.add_argument("--supernet", metavar="CKPT", help="the supernet: a run directory, its supernet.pt or checkpoint.pt")
