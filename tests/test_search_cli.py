@@ -293,3 +293,86 @@ def test_bad_strategy_options_are_one_line_errors(files, capsys, extra, needle):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and needle in err[0], err
     assert not (files["dir"] / "bad.json").exists()
+
+
+# ---- the ensemble predictor, built by the real command, in search and --verify ----------------------
+
+@pytest.fixture(scope="module")
+def built(files, tmp_path_factory):
+    """`edgenas predictor build` on the tiny checkpoint: the predictor file and its measurement log."""
+    d = tmp_path_factory.mktemp("built")
+    out = d / "pred.pt"
+    args = ["predictor", "build", str(files["ckpt"]), "--samples", "10", "--epochs", "20", "--calib-images", "16",
+            "--out", str(out)]
+    assert main(args) == 0
+    return {"out": out, "args": args, "log": d / "pred.pt.measured.jsonl"}
+
+
+@pytest.mark.slow
+def test_search_reports_the_spread_of_a_built_predictor(files, built, capsys):
+    capsys.readouterr()
+    code, out = search(files, "--latency-ms", str(files["budget"]), "--predictor", str(built["out"]), "--top-k", "5",
+                       out="spread.json")
+    assert code == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    assert data["objective"] == "accuracy"
+    for e in data["top"] + data["front"]:
+        assert 0.0 <= e["accuracy"] <= 100.0 and 0.0 <= e["accuracy_sd"] <= 50.0
+    best = data["top"][0]
+    assert f"{best['accuracy']:.2f} ± {best['accuracy_sd']:.2f} pp" in printed and "over the top" in printed
+    # Ranked by mean - 2 sd: the objective is the cautious value, the mean stays beside it.
+    code, out = search(files, "--latency-ms", str(files["budget"]), "--predictor", str(built["out"]),
+                       "--spread-penalty", "2", out="cautious.json")
+    assert code == 0
+    cautious = json.loads(out.read_text())
+    assert cautious["objective"] == "accuracy_lower" and cautious["spread_penalty"] == 2.0
+    lows = [e["accuracy_lower"] for e in cautious["top"]]
+    assert lows == sorted(lows, reverse=True)
+    assert all(0.0 <= e["accuracy_lower"] <= e["accuracy"] <= 100.0 for e in cautious["top"])
+    capsys.readouterr()
+    code, _ = search(files, "--latency-ms", str(files["budget"]), "--predictor", str(built["out"]),
+                     "--spread-penalty", "-1", out="bad.json")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--spread-penalty" in err and err.count("\n") == 0
+
+
+@pytest.mark.slow
+def test_verify_shows_the_spread_beside_the_truth(files, built, capsys):
+    capsys.readouterr()
+    code, out = search(files, "--latency-ms", str(files["budget"]), "--predictor", str(built["out"]), "--verify", "2",
+                       out="verify-spread.json")
+    assert code == 0
+    printed = capsys.readouterr().out
+    data = json.loads(out.read_text())
+    for row, e in zip(data["verify"], data["top"]):
+        assert row["predicted_sd"] == e["accuracy_sd"] and row["predicted_accuracy"] == e["accuracy"]
+        assert f"accuracy predicted {e['accuracy']:.2f} ± {e['accuracy_sd']:.2f} true {row['accuracy']:.2f}" in printed
+
+
+@pytest.mark.slow
+def test_an_old_format_predictor_is_one_line_and_the_rebuild_reuses_the_measurements(files, built, tmp_path, capsys):
+    from edgenas.validate import checksum
+
+    # The real file, written back as format 1 (as edgenas wrote it before the ensemble).
+    old = tmp_path / "pred.pt"
+    data = torch.load(built["out"], weights_only=True)
+    for key in ("members", "features"):
+        del data[key]
+    data.update(format_version=1)
+    data["checksum"] = checksum(data)
+    torch.save(data, old)
+    log = tmp_path / "pred.pt.measured.jsonl"
+    log.write_bytes(built["log"].read_bytes())
+    capsys.readouterr()
+    code, _ = search(files, "--latency-ms", str(files["budget"]), "--predictor", str(old), out="old.json")
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0 and "Traceback" not in err
+    assert "format 1" in err and "edgenas predictor build" in err
+    # Doing what it says measures nothing again, and the search then runs.
+    before = log.read_bytes()
+    assert main(built["args"][:-1] + [str(old)]) == 0
+    assert log.read_bytes() == before
+    assert AccuracyPredictor.load(old, files["space"]).members == 5
+    code, _ = search(files, "--latency-ms", str(files["budget"]), "--predictor", str(old), out="old.json")
+    assert code == 0

@@ -117,6 +117,10 @@ def add_parser(subparsers) -> None:
                         "proxy (synflow, grad_norm, snip, naswot, zico) of each subnet on a few training batches of "
                         "--data; proxies cost tens of ms per subnet, so without --evaluations the search stops after "
                         f"{PROXY_EVALUATIONS} subnets")
+    p.add_argument("--spread-penalty", type=T.number(0.0, 10.0, lo_open=False), default=0.0, metavar="K",
+                   help="rank by the predictor's accuracy less K standard deviations of its ensemble (in logit "
+                        "space), so that an uncertain winner gives way to a surer one (default 0: rank by the "
+                        "mean; the spread is reported either way)")
     p.add_argument("--seed", type=T.seed, default=0, help="same seed, same result (default 0)")
     p.add_argument("--top-k", type=T.count(1, T.MAX_POPULATION), default=10, metavar="K", help="architectures to keep in --out (default 10)")
     p.add_argument("--population", type=T.count(2, T.MAX_POPULATION), default=100, metavar="N", help="evolution / nsga2 (default 100)")
@@ -146,7 +150,7 @@ def add_parser(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from edgenas.errors import EdgeNASError
-    from edgenas.search import Constraint, cost_metric, latency_metric, predictor_metric, search
+    from edgenas.search import Constraint, cost_metric, search
     from edgenas.search.measure import open_checkpoint
     from edgenas.search.predictor import AccuracyPredictor, default_predictor_path
 
@@ -161,6 +165,9 @@ def run(args: argparse.Namespace) -> int:
     predictor_path = Path(args.predictor) if args.predictor else default_predictor_path(args.supernet)
     if proxy and args.predictor:
         raise EdgeNASError(f"--predictor and --accuracy {args.accuracy} exclude each other: the proxy is the objective")
+    if proxy and args.spread_penalty:
+        raise EdgeNASError(f"--spread-penalty ranks by the accuracy predictor's spread, and --accuracy {args.accuracy} "
+                           "has none: drop one of them")
     plot = Path(args.plot) if args.plot else Path(args.out).with_suffix(".png")
     check_outputs({"--supernet": checkpoint_files(args.supernet), "--predictor": None if proxy else predictor_path,
                    "--latency-table": args.latency_table, "--device": args.device, "--data-path": args.data_path},
@@ -171,8 +178,8 @@ def run(args: argparse.Namespace) -> int:
     if proxy:
         accuracy, bar = proxy_objective(args, supernet, info, proxy)
     else:
-        predictor = AccuracyPredictor.load(predictor_path, space)
-        accuracy = predictor_metric(predictor)
+        # the predictor itself: search reports its ensemble's spread and can rank by mean - K sd
+        accuracy = AccuracyPredictor.load(predictor_path, space)
 
     tables, latency, measured, precisions = load_tables(args.latency_table, space, force=args.force)
     constraints = [Constraint(m, args.latency_ms) for m in latency]
@@ -189,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
             options = strategy_flags(args, strategy, equal)
             result = search(space, accuracy, constraints, strategy, seed=args.seed, top_k=args.top_k,
                             report=latency + [cost_metric("mflops"), cost_metric("mparams")],
-                            max_evals=equal, resolutions=resolutions, **options)
+                            max_evals=equal, resolutions=resolutions, spread_penalty=args.spread_penalty,
+                            **options)
             results[strategy] = result
     finally:
         if bar is not None:
@@ -201,6 +209,8 @@ def run(args: argparse.Namespace) -> int:
                                      "weights": args.proxy_weights, "data": info.data.name if args.data is None else args.data}
         else:
             result.extra["predictor"] = str(predictor_path)
+            if args.spread_penalty:
+                result.extra["spread_penalty"] = args.spread_penalty
         result.extra["supernet"] = str(args.supernet)
         if args.verify:
             from edgenas.search.verify import verify

@@ -11,7 +11,7 @@ from edgenas.search.constraints import Constraint, Constraints, InfeasibleBudget
 from edgenas.search.engine import STRATEGIES, search
 from edgenas.search.objectives import (
     ArchBatch, Metric, cost_metric, latency_fn, latency_metric, latency_metric_name, latency_table_of, predictor_metric,
-    table_name,
+    spread_metric, table_name,
 )
 from edgenas.search.pareto import hypervolume_2d, non_dominated
 from edgenas.search.results import ResultsEntry, ResultsFile, SearchResult, load_results, read_results
@@ -20,5 +20,5 @@ __all__ = [
     "ArchBatch", "Constraint", "Constraints", "InfeasibleBudgetError", "Metric", "MetricRange", "ResultsEntry",
     "ResultsFile", "STRATEGIES", "SearchResult", "cost_metric", "hypervolume_2d", "latency_fn", "latency_metric",
     "latency_metric_name", "latency_table_of", "load_results", "metric_range", "non_dominated", "predictor_metric",
-    "read_results", "search", "table_name",
+    "read_results", "search", "spread_metric", "table_name",
 ]

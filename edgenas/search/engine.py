@@ -23,7 +23,9 @@ from edgenas.errors import ConfigError
 from edgenas.search.constraints import Constraint, Constraints
 from edgenas.search.evolution import evolution
 from edgenas.search.nsga2 import nsga2
-from edgenas.search.objectives import COSTS, ArchBatch, Metric, cost_metric, latency_table_of, predictor_metric
+from edgenas.search.objectives import (
+    COSTS, ArchBatch, Metric, cost_metric, latency_table_of, predictor_metric, spread_metric,
+)
 from edgenas.search.pareto import non_dominated
 from edgenas.search.problem import Evaluator, Problem
 from edgenas.search.random_search import random_search
@@ -68,12 +70,15 @@ def search(
     top_k: int = 10,
     max_evals: int | None = None,
     resolutions: Sequence[int] | None = None,
+    spread_penalty: float = 0.0,
     **options: Any,
 ) -> SearchResult:
     """Find architectures of `space` that maximise `accuracy` within `constraints`.
 
     accuracy     the objective (a `Metric`; goal "max", or "min" to minimise, e.g. an error), or an
-                 `AccuracyPredictor` (anything with predict_genomes), as `predictor_metric(accuracy)`
+                 `AccuracyPredictor` (anything with predict_genomes), as `predictor_metric(accuracy)`;
+                 for a predictor with `predict_spread` (an ensemble) the results also report each
+                 architecture's spread, "accuracy_sd" (pp)
     constraints  `Constraint(metric, limit)`: feasible when metric <= limit; checked first
                  (`InfeasibleBudgetError` names the smallest achievable value)
     strategy     a name in STRATEGIES ("evolution", "nsga2", "random", "rl", "tpe"); `options`
@@ -86,12 +91,24 @@ def search(
     max_evals    stop once this many distinct architectures have been evaluated
     resolutions  only subnets at these input resolutions (default: all of the space's), e.g. the
                  ones the supernet was trained at
+    spread_penalty  with a predictor as `accuracy`: rank by its mean less this many standard
+                 deviations of its ensemble ("accuracy_lower", `AccuracyPredictor.predict_lower`),
+                 so that a winner the members disagree on loses to a surer one; the mean
+                 ("accuracy") is reported beside it. 0 (the default) ranks by the mean.
     """
     recorded = strategy_options(strategy, options)
     if top_k < 1 or (max_evals is not None and max_evals < 1):
         raise ConfigError("top_k and max_evals must be at least 1")
+    if not spread_penalty >= 0:
+        raise ConfigError(f"spread_penalty must be a number >= 0, got {spread_penalty}")
     if not isinstance(accuracy, Metric) and hasattr(accuracy, "predict_genomes"):
-        accuracy = predictor_metric(accuracy)
+        predictor = accuracy
+        accuracy = predictor_metric(predictor, penalty=spread_penalty)
+        extra = [predictor_metric(predictor)] if spread_penalty > 0 else []
+        spread = spread_metric(predictor)
+        report = [*extra, *([spread] if spread is not None else []), *report]
+    elif spread_penalty:
+        raise ConfigError("spread_penalty needs a predictor with an ensemble as the accuracy, not a Metric")
     started = time.perf_counter()
     cons = Constraints(space, constraints, resolutions)
     cons.check()

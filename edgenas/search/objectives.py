@@ -166,6 +166,28 @@ def latency_table_of(metric_name: str) -> str | None:
     return None
 
 
-def predictor_metric(predictor: Any, name: str = "accuracy") -> Metric:
-    """Accuracy (%) from an `AccuracyPredictor` (or anything with predict_genomes)."""
-    return Metric(name, lambda batch: predictor.predict_genomes(batch.genomes), goal="max", unit="%")
+def predictor_metric(predictor: Any, name: str | None = None, penalty: float = 0.0) -> Metric:
+    """Accuracy (%) from an `AccuracyPredictor` (or anything with predict_genomes), named
+    "accuracy". With `penalty` k > 0, the cautious accuracy the search then ranks by, named
+    "accuracy_lower": `predictor.predict_lower(genomes, k)`, the ensemble's mean less k standard
+    deviations (in logit space, so it stays in [0, 100])."""
+    if penalty < 0 or penalty != penalty:
+        raise ValueError(f"penalty must be a number >= 0, got {penalty}")
+    if penalty == 0:
+        return Metric(name or "accuracy", lambda batch: predictor.predict_genomes(batch.genomes), goal="max", unit="%")
+    if not callable(getattr(predictor, "predict_lower", None)):
+        raise TypeError(f"{type(predictor).__name__} has no predict_lower(genomes, k): it cannot be ranked by spread")
+    return Metric(name or "accuracy_lower", lambda batch: predictor.predict_lower(batch.genomes, penalty), goal="max",
+                  unit="%", label=f"accuracy - {penalty:g} sd")
+
+
+SPREAD = "accuracy_sd"  # the name of an ensemble predictor's spread in results
+
+
+def spread_metric(predictor: Any, name: str = SPREAD) -> Metric | None:
+    """The spread (pp, the standard deviation over an ensemble's members) of a predictor's
+    accuracy, from its `predict_spread(genomes) -> (mean, sd)`; None for a predictor without one."""
+    if not callable(getattr(predictor, "predict_spread", None)):
+        return None
+    return Metric(name, lambda batch: predictor.predict_spread(batch.genomes)[1], goal="min", unit="pp",
+                  label="predictor spread")

@@ -1,19 +1,36 @@
-"""The accuracy predictor: an MLP from an architecture's one-hot features to its accuracy (%).
+"""The accuracy predictor: an ensemble of MLPs from an architecture's features to its accuracy (%).
 
-As in OFA: three hidden layers of 400 ReLU units over `edgenas.space.features`, the output bias
-initialised to the mean training accuracy, trained with Adam on squared error. The file records
-the space hash; loading it for another space is a `CheckpointError`.
+Each member is an MLP (three hidden ReLU layers of 128) whose output is the *logit* of accuracy / 100, and it
+is trained in that space (binary cross-entropy against the measured accuracy / 100 as a soft
+target), so a prediction, 100 * sigmoid(logit), lies in [0, 100] by construction: no clamping,
+and no extrapolation past 100% where the search would go to find the predictor's largest error.
+
+The members differ by their initial weights and by a bootstrap resample of the training pairs.
+Their disagreement is the predictor's uncertainty about an architecture:
+
+    predictor.predict_genomes(genomes)     # -> accuracy %, 100 * sigmoid(mean member logit)
+    mean, sd = predictor.predict_spread(genomes)   # sd: of the members' accuracies, in pp
+    predictor.predict_lower(genomes, k)    # 100 * sigmoid(mean logit - k * sd of the logits)
+
+The inputs are named feature blocks (`FEATURES`), concatenated and standardised with the training
+set's mean and spread (kept in the file): "onehot" (`edgenas.space.features`) and "costs" (log
+MACs, params and peak activation memory). A new block (e.g. zero-cost proxies) is one function
+`(space, genomes) -> float32 (n, k)` registered in `FEATURES`.
 
     predictor, report = train_predictor(space, genomes, accuracies, seed=0)
-    report.rmse, report.spearman          # on the held-out 20%
+    report.rmse, report.spearman, report.sd     # on the held-out 20%
     predictor.save("pred.pt"); AccuracyPredictor.load("pred.pt", space)
-    predictor.predict_genomes(genomes)    # -> float64 accuracies, vectorised
+
+The file records the space hash (loading it for another space is a `CheckpointError`) and a
+format version. Version 1 files (one MLP with an unbounded output) are refused with a one-line
+`OutdatedPredictorError` saying to rebuild, which reuses the measurements logged beside them.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,12 +38,92 @@ from torch import nn
 
 from edgenas.errors import CheckpointError
 from edgenas.io import atomic_torch_save
-from edgenas.validate import Invalid, build, echo, load_torch, message, spec, user_path, value_of, verify_checksum, with_checksum
-from edgenas.search.objectives import ArchBatch
-from edgenas.space import Arch, SearchSpace, encode, features, genome_of
+from edgenas.validate import build, echo, load_torch, message, spec, user_path, verify_checksum, with_checksum
+from edgenas.search.objectives import ArchBatch, cost_table
+from edgenas.space import Arch, SearchSpace, encode, features as onehot_features, genome_of
 
 FORMAT = "edgenas-accuracy-predictor"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+REBUILD = ("rebuild it with `edgenas predictor build CKPT` (it reuses the measurements logged beside the "
+           "predictor, so no subnet is measured again)")
+
+
+# ---- features -----------------------------------------------------------------------------------
+
+def cost_features(space: SearchSpace, genomes: np.ndarray) -> np.ndarray:
+    """log MACs, log params and log peak activation bytes (float32, n x 3)."""
+    costs = cost_table(space)(genomes)
+    return np.log(np.stack([costs["macs"], costs["params"], costs["peak_activation_bytes"]], 1)
+                  .astype(np.float64) + 1.0).astype(np.float32)
+
+
+# Feature block name -> (space, genomes) -> float32 array (n, k) with k fixed for a space. A
+# predictor records the names it was trained on; the file refuses names this edgenas lacks.
+FEATURES: dict[str, Callable[[SearchSpace, np.ndarray], np.ndarray]] = {
+    "onehot": onehot_features,
+    "costs": cost_features,
+}
+DEFAULT_FEATURES = ("onehot", "costs")
+# Each member's hidden widths. OFA's single MLP has three layers of 400; five members of 128 cost
+# the search about what that one did per call (in-process, 100 rows per call); on the demo's few
+# hundred noisy measurements the width is not what limits the held-out ranking.
+HIDDEN = (128, 128, 128)
+
+
+def feature_matrix(space: SearchSpace, genomes: np.ndarray, names: Sequence[str]) -> np.ndarray:
+    """The named feature blocks of each genome, side by side (float32)."""
+    genomes = np.asarray(genomes, np.int64)
+    blocks = [np.asarray(FEATURES[n](space, genomes), np.float32).reshape(len(genomes), -1) for n in names]
+    return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
+
+
+# ---- the ensemble ----------------------------------------------------------------------------------
+
+class Ensemble(nn.Module):
+    """`members` MLPs of the same widths, their layers stacked ([members, in, out] weights), so the
+    whole ensemble is one batched matrix product per layer. forward: x (n, in) -> logits (members, n)."""
+
+    def __init__(self, width: int, hidden: Sequence[int], members: int, seed: int = 0):
+        super().__init__()
+        widths = [width, *hidden, 1]
+        gen = torch.Generator().manual_seed(seed)
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        for fan_in, fan_out in zip(widths, widths[1:]):
+            bound = 1.0 / math.sqrt(fan_in)  # nn.Linear's default initialisation, per member
+            self.weights.append(nn.Parameter((torch.rand(members, fan_in, fan_out, generator=gen) * 2 - 1) * bound))
+            self.biases.append(nn.Parameter((torch.rand(members, 1, fan_out, generator=gen) * 2 - 1) * bound))
+        # the training set's feature mean and spread: inputs are standardised with them
+        self.register_buffer("shift", torch.zeros(width))
+        self.register_buffer("scale", torch.ones(width))
+        self.members = members
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (n, in) shared by every member, or (members, n, in); returns logits (members, n)."""
+        x = (x - self.shift) / self.scale
+        h = x if x.dim() == 3 else x.expand(self.members, *x.shape)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            h = torch.baddbmm(b, h, w)
+            if i < last:
+                h = torch.relu(h)
+        return h[..., 0]
+
+    @torch.inference_mode()
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """forward for inference: the first layer is one matrix product for every member (the
+        input is shared), then in-place ReLUs. Search calls this once per generation on a few
+        dozen rows, where the per-call overhead is most of the time."""
+        m = self.members
+        x = (x - self.shift) / self.scale
+        w0, b0 = self.weights[0], self.biases[0]
+        h = torch.addmm(b0.permute(1, 0, 2).reshape(1, -1), x, w0.permute(1, 0, 2).reshape(w0.shape[1], -1))
+        h = h.view(len(x), m, -1).transpose(0, 1)
+        last = len(self.weights) - 1
+        for i in range(1, last + 1):
+            h.relu_()
+            h = torch.baddbmm(self.biases[i], h, self.weights[i])
+        return h[..., 0]
 
 
 @dataclass
@@ -39,72 +136,117 @@ class PredictorReport:
     n_train: int = field(metadata=spec(min=0))
     n_test: int = field(metadata=spec(min=0))
     mean_accuracy: float = field(metadata=spec(min=0, max=100))  # of the training targets, %
+    sd: float = field(default=0.0, metadata=spec(min=0, max=100))  # mean ensemble spread on the test set, pp
+    # rank correlation between the spread and the absolute error on the test set (NaN when undefined):
+    # positive when the predictor is least sure where it is most wrong
+    sd_error_spearman: float = field(default=float("nan"), metadata=spec(min=-1, max=1, finite=False))
+
+
+@dataclass
+class _Header:
+    """The keys of a predictor file (format_version 2), checked before the weights are loaded."""
+
+    format: str
+    format_version: int
+    space: SearchSpace
+    space_hash: str = field(metadata=spec(min_len=1, max_len=64))
+    hidden: list[int] = field(metadata=spec(min_len=1, max_len=16, each=spec(min=1, max=65536)))
+    members: int = field(metadata=spec(min=1, max=256))
+    features: list[str] = field(metadata=spec(min_len=1, max_len=64, each=spec(min_len=1, max_len=200)))
+    state_dict: dict[str, Any]
+    report: Optional[PredictorReport] = None
+    checksum: Optional[str] = None
+
+
+class OutdatedPredictorError(CheckpointError):
+    """A predictor file in a format this edgenas no longer reads (rebuilding it is cheap)."""
 
 
 class AccuracyPredictor:
-    def __init__(self, space: SearchSpace, hidden: Sequence[int] = (400, 400, 400), seed: int = 0):
+    def __init__(self, space: SearchSpace, hidden: Sequence[int] = HIDDEN, seed: int = 0,
+                 members: int = 5, features: Sequence[str] = DEFAULT_FEATURES):
+        unknown = [n for n in features if n not in FEATURES]
+        if unknown or not features:
+            raise ValueError(f"unknown predictor features {unknown}; known: {', '.join(FEATURES)}")
         self.space = space
         self.hidden = tuple(int(h) for h in hidden)
-        width = features(space, np.zeros((1, genome_of(space).length), np.int64)).shape[1]
-        layers: list[nn.Module] = []
-        for h in self.hidden:
-            layers += [nn.Linear(width, h), nn.ReLU()]
-            width = h
-        layers.append(nn.Linear(width, 1))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            self.model = nn.Sequential(*layers)
+        self.members = int(members)
+        self.features = tuple(features)
+        width = feature_matrix(space, np.zeros((1, genome_of(space).length), np.int64), self.features).shape[1]
+        self.model = Ensemble(width, self.hidden, self.members, seed)
         self.model.eval()
         self.report: PredictorReport | None = None
 
     # ---- prediction ------------------------------------------------------------------------
+    def _inputs(self, genomes: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(feature_matrix(self.space, genomes, self.features))
+
+    def member_logits(self, genomes: np.ndarray) -> np.ndarray:
+        """Each member's logit of accuracy / 100, float64 (members, n)."""
+        return self.model.logits(self._inputs(genomes)).double().numpy()
+
     def predict_genomes(self, genomes: np.ndarray) -> np.ndarray:
-        """Predicted accuracy (%) for each genome row, float64."""
-        h = torch.from_numpy(features(self.space, np.asarray(genomes)))
-        linears = [m for m in self.model if isinstance(m, nn.Linear)]
-        # The Sequential's layers called directly (addmm, in-place ReLU): search calls this once
-        # per generation on a few dozen rows, where module dispatch is a tenth of the time.
-        with torch.inference_mode():
-            for i, layer in enumerate(linears):
-                h = torch.addmm(layer.bias, h, layer.weight.t())
-                if i < len(linears) - 1:
-                    h.relu_()
-        return h[:, 0].double().numpy()
+        """Predicted accuracy (%) for each genome row, float64, in [0, 100]: 100 * sigmoid of
+        the members' mean logit."""
+        return 100.0 * _sigmoid(self.member_logits(genomes).mean(0))
+
+    def predict_spread(self, genomes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted accuracy %, the standard deviation of the members' accuracies in pp)."""
+        z = self.member_logits(genomes)
+        return 100.0 * _sigmoid(z.mean(0)), (100.0 * _sigmoid(z)).std(0)
+
+    def predict_lower(self, genomes: np.ndarray, k: float) -> np.ndarray:
+        """A cautious accuracy (%) for ranking: 100 * sigmoid(mean logit - k * sd of the members'
+        logits). Taken in logit space it stays in [0, 100], and a spread near 100% (where the
+        logit stretches) counts for what it is; k = 0 is `predict_genomes`."""
+        z = self.member_logits(genomes)
+        return 100.0 * _sigmoid(z.mean(0) - k * z.std(0))
 
     def __call__(self, archs: Sequence[Arch]) -> np.ndarray:
         """The metric interface: a batch of archs (an ArchBatch or any sequence of Arch)."""
-        genomes = archs.genomes if isinstance(archs, ArchBatch) else encode(self.space, archs)
-        return self.predict_genomes(genomes)
+        return self.predict_genomes(_genomes(self.space, archs))
 
     # ---- training --------------------------------------------------------------------------
     def fit(self, genomes: np.ndarray, accuracies: np.ndarray, epochs: int = 200, batch_size: int = 128,
-            lr: float = 1e-3, weight_decay: float = 1e-5, seed: int = 0) -> "AccuracyPredictor":
-        """Train on (genome, accuracy %) pairs; the output bias starts at their mean."""
-        x = torch.from_numpy(features(self.space, np.asarray(genomes)))
-        y = torch.as_tensor(np.asarray(accuracies, np.float32))
-        last = self.model[-1]
-        with torch.no_grad():
-            last.bias.fill_(float(y.mean()))
+            lr: float = 1e-3, weight_decay: float = 1e-5, seed: int = 0, bootstrap: bool = True) -> "AccuracyPredictor":
+        """Train every member on (genome, accuracy %) pairs, each on its own bootstrap resample
+        (with `bootstrap`) in its own order; the loss is binary cross-entropy of the member's
+        logit against accuracy / 100, and the output bias starts at the logit of their mean."""
+        x = self._inputs(np.asarray(genomes))
+        y = torch.as_tensor(np.asarray(accuracies, np.float64) / 100.0, dtype=torch.float32)
+        if len(x) == 0:
+            raise ValueError("no training pairs")
+        m, n = self.members, len(x)
+        model = self.model
         gen = torch.Generator().manual_seed(seed)
-        opt = torch.optim.Adam(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        steps = epochs * max(1, -(-len(x) // batch_size))
+        with torch.no_grad():
+            model.shift.copy_(x.mean(0))
+            model.scale.copy_(torch.where(x.std(0) > 1e-6, x.std(0), torch.ones(())) if n > 1 else torch.ones(x.shape[1]))
+            mean = float(y.mean().clamp(1e-4, 1 - 1e-4))
+            model.biases[-1].fill_(math.log(mean / (1 - mean)))
+        # each member's training rows: a bootstrap resample, or every row
+        rows = torch.randint(0, n, (m, n), generator=gen) if bootstrap and m > 1 else torch.arange(n).expand(m, n)
+        opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+        steps = epochs * max(1, -(-n // batch_size))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-        self.model.train()
+        model.train()
         threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # a small MLP: one thread is as fast, and far faster on a busy machine
+        torch.set_num_threads(1)  # small matrices: one thread is as fast, and far faster on a busy machine
         try:
             for _ in range(epochs):
-                order = torch.randperm(len(x), generator=gen)
-                for start in range(0, len(x), batch_size):
-                    idx = order[start:start + batch_size]
-                    loss = nn.functional.mse_loss(self.model(x[idx])[:, 0], y[idx])
+                order = torch.gather(rows, 1, torch.argsort(torch.rand(m, n, generator=gen), dim=1))
+                for start in range(0, n, batch_size):
+                    idx = order[:, start:start + batch_size]  # (members, batch) row indices
+                    logits = model(x[idx])
+                    # summed over members (each member's gradient is its own), averaged over rows
+                    loss = nn.functional.binary_cross_entropy_with_logits(logits, y[idx], reduction="sum") / idx.shape[1]
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     sched.step()
         finally:
             torch.set_num_threads(threads)
-            self.model.eval()
+            model.eval()
         return self
 
     # ---- files ----------------------------------------------------------------------------
@@ -115,6 +257,8 @@ class AccuracyPredictor:
             "space": self.space.to_dict(),
             "space_hash": self.space.hash,
             "hidden": list(self.hidden),
+            "members": self.members,
+            "features": list(self.features),
             "state_dict": self.model.state_dict(),
             "report": asdict(self.report) if self.report else None,
         }))
@@ -130,36 +274,45 @@ class AccuracyPredictor:
         if not isinstance(data, dict) or data.get("format") != FORMAT:
             raise CheckpointError(message(src, "format", echo(data.get("format")) if isinstance(data, dict) else echo(data),
                                           f"'{FORMAT}': it is not an edgenas accuracy predictor"))
-        if data.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(message(src, "format_version", echo(data.get("format_version")),
-                                          f"{FORMAT_VERSION}: rebuild it with `edgenas predictor build`"))
-        verify_checksum(data, src, "rebuild it with `edgenas predictor build`")
-        for key, tp, want in (("space", dict, "a mapping"), ("space_hash", str, "a string"),
-                              ("hidden", list, "a list of layer widths"), ("state_dict", dict, "a mapping of tensors")):
-            if not isinstance(data.get(key), tp):
-                got = "nothing (the key is missing)" if key not in data else echo(data[key])
-                raise CheckpointError(message(src, key, got, f"{want}: the predictor file is damaged"))
-        try:
-            hidden = value_of(list[int], data["hidden"], "hidden", {"min_len": 1, "max_len": 16, "each": {"min": 1, "max": 65536}})
-        except Invalid as exc:
-            raise exc.at(src, CheckpointError) from None
-        report = data.get("report")
-        if report is not None:
-            report = build(PredictorReport, report, src, path="report", error=CheckpointError)
-        own = build(SearchSpace, data["space"], src, path="space", error=CheckpointError)
-        if space is not None and data["space_hash"] != space.hash:
+        version = data.get("format_version")
+        if version == 1:
+            raise OutdatedPredictorError(
+                f"{src}: predictor format 1 (one MLP whose output is not bounded to 0..100%, from an older "
+                f"edgenas) is no longer read; {REBUILD}")
+        if version != FORMAT_VERSION:
+            raise CheckpointError(message(src, "format_version", echo(version), f"{FORMAT_VERSION}: {REBUILD}"))
+        verify_checksum(data, src, REBUILD)
+        head = build(_Header, data, src, error=CheckpointError)
+        for i, name in enumerate(head.features):
+            if name not in FEATURES:
+                raise CheckpointError(message(src, f"features.{i}", echo(name),
+                                              f"one of {', '.join(FEATURES)} (a feature this edgenas computes)"))
+        own = head.space
+        if space is not None and head.space_hash != space.hash:
             raise CheckpointError(
-                f"predictor {path} was built for space {own.name} (hash {data['space_hash']}), not {space.name} "
+                f"predictor {path} was built for space {own.name} (hash {head.space_hash}), not {space.name} "
                 f"(hash {space.hash}); rebuild it for this supernet with `edgenas predictor build CKPT`"
             )
-        predictor = cls(space or own, hidden)
+        predictor = cls(space or own, head.hidden, members=head.members, features=head.features)
         try:
-            predictor.model.load_state_dict(data["state_dict"])
+            predictor.model.load_state_dict(head.state_dict)
         except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
             raise CheckpointError(message(src, "state_dict", f"weights that do not fit ({str(exc).splitlines()[0][:80]})",
-                                          "an MLP of the recorded widths: the predictor file is damaged")) from None
-        predictor.report = report
+                                          "an ensemble of the recorded widths: the predictor file is damaged")) from None
+        if not all(torch.isfinite(t).all() for t in predictor.model.state_dict().values()):
+            raise CheckpointError(message(src, "state_dict", "weights that are NaN or inf",
+                                          f"finite weights: the predictor file is damaged; {REBUILD}"))
+        predictor.report = head.report
         return predictor
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    # tanh form: no overflow warning for large |z|, exactly 0 or 1 only in the limit of float64
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
+
+
+def _genomes(space: SearchSpace, archs) -> np.ndarray:
+    return archs.genomes if isinstance(archs, ArchBatch) else encode(space, archs)
 
 
 def default_predictor_path(checkpoint: str | Path) -> Path:
@@ -174,30 +327,36 @@ def default_predictor_path(checkpoint: str | Path) -> Path:
 # ---- training with a held-out report ------------------------------------------------------------
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:
-    """Spearman rank correlation (average ranks for ties)."""
+    """Spearman rank correlation (average ranks for ties); NaN when undefined (a constant input)."""
     from scipy.stats import spearmanr
 
-    if len(a) < 2:
+    a, b = np.asarray(a), np.asarray(b)
+    if len(a) < 2 or np.ptp(a) == 0 or np.ptp(b) == 0:
         return float("nan")
     return float(spearmanr(a, b).statistic)
 
 
 def train_predictor(space: SearchSpace, genomes: np.ndarray, accuracies: np.ndarray, holdout: float = 0.2,
-                    seed: int = 0, hidden: Sequence[int] = (400, 400, 400), **fit_options: Any,
+                    seed: int = 0, hidden: Sequence[int] = HIDDEN, members: int = 5,
+                    features: Sequence[str] = DEFAULT_FEATURES, **fit_options: Any,
                     ) -> tuple[AccuracyPredictor, PredictorReport]:
-    """Train on a seeded (1 - holdout) share of the pairs and report RMSE and Spearman on the rest."""
+    """Train on a seeded (1 - holdout) share of the pairs and report RMSE, Spearman and the
+    ensemble's spread on the rest."""
     genomes, accuracies = np.asarray(genomes), np.asarray(accuracies, np.float64)
     if len(genomes) < 5:
         raise ValueError(f"need at least 5 measured architectures to train and test a predictor, got {len(genomes)}")
     order = np.random.default_rng(seed).permutation(len(genomes))
     n_test = max(1, int(round(holdout * len(genomes))))
     test, train = order[:n_test], order[n_test:]
-    predictor = AccuracyPredictor(space, hidden, seed=seed).fit(genomes[train], accuracies[train], seed=seed, **fit_options)
-    pred = predictor.predict_genomes(genomes[test])
+    predictor = AccuracyPredictor(space, hidden, seed=seed, members=members, features=features)
+    predictor.fit(genomes[train], accuracies[train], seed=seed, **fit_options)
+    pred, sd = predictor.predict_spread(genomes[test])
+    err = np.abs(pred - accuracies[test])
     report = PredictorReport(
-        rmse=float(np.sqrt(np.mean((pred - accuracies[test]) ** 2))),
+        rmse=float(np.sqrt(np.mean(err ** 2))),
         spearman=spearman(pred, accuracies[test]),
         n_train=len(train), n_test=len(test), mean_accuracy=float(accuracies[train].mean()),
+        sd=float(sd.mean()), sd_error_spearman=spearman(sd, err),
     )
     predictor.report = report
     return predictor, report

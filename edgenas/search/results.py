@@ -18,6 +18,10 @@ The file (format "edgenas-search-results", format_version 2) is JSON:
     ENTRY = {"arch": "r28_...", "accuracy": 91.2, "latency_ms": {TABLE: ms}, "macs": 7223440,
              "params": 1184490, "peak_activation_bytes": 169344, OTHER_METRIC: value, ...}
 
+An ensemble predictor adds "accuracy_sd" to each entry: the spread of its members (pp, one
+standard deviation). Ranked with `search --spread-penalty K`, the objective is "accuracy_lower"
+(the mean less K of them, in logit space) and "accuracy" is the mean beside it.
+
 Version 1 files hold the same keys; the first edgenas releases wrote their budget flat
 ({"latency_ms[TABLE]": ms}), later ones grouped as above. Both are read. Anything else (no format,
 another format, a newer version) is refused with a message saying to run `edgenas search` again.
@@ -34,7 +38,7 @@ import numpy as np
 from edgenas.errors import ConfigError
 from edgenas.io import atomic_write, atomic_write_json
 from edgenas.plotting import fit_title
-from edgenas.search.objectives import latency_metric_name, latency_table_of
+from edgenas.search.objectives import SPREAD, latency_metric_name, latency_table_of
 from edgenas.space import SearchSpace
 from edgenas.validate import Invalid, echo, message, read_json, section_of, spec, value_of
 
@@ -101,6 +105,13 @@ class SearchResult:
         lines = [f"best architecture ({self.strategy}, {self.evaluations} evaluated, {self.seconds:.2f} s):",
                  f"  {b['arch']}",
                  f"  {self.accuracy_name}: {b[self.accuracy_name]:.2f}"]
+        if SPREAD in b:  # an ensemble predictor: how sure it is of the winners
+            if "accuracy" in b and self.accuracy_name != "accuracy":
+                lines.append(f"  accuracy: {b['accuracy']:.2f} (the ensemble's mean)")
+            spreads = [e[SPREAD] for e in self.top if SPREAD in e]
+            lines[-1] += f" ± {b[SPREAD]:.2f} pp (predictor spread, 1 sd"
+            lines[-1] += (f"; {min(spreads):.2f} to {max(spreads):.2f} pp over the top {len(spreads)})"
+                          if len(spreads) > 1 else ")")
         for table, ms in b.get("latency_ms", {}).items():
             lines.append(f"  latency on {table}: {ms:.2f} ms" + _limit(self.budget.get(latency_metric_name(table)), "ms"))
         lines.append(f"  MACs: {b['macs'] / 1e6:.1f} M" + _limit(self.budget.get("mflops"), "M"))

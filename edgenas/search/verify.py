@@ -9,13 +9,15 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from edgenas.search.objectives import SPREAD
 from edgenas.space import Arch
 
 log = logging.getLogger(__name__)
 
 
 def verify(supernet, info, result, args, precisions: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Rows {arch, predicted_accuracy, accuracy, predicted_latency_ms: {table: ms}, measured_latency_ms}.
+    """Rows {arch, predicted_accuracy, predicted_sd, accuracy, predicted_latency_ms: {table: ms},
+    measured_latency_ms}: predicted_sd is the ensemble predictor's spread (pp; null without one).
     `precisions` ({table name: "fp32" | "int8"}) must match the --device profile's."""
     from edgenas.data import load_dataset
     from edgenas.search.measure import dataset_config
@@ -29,15 +31,19 @@ def verify(supernet, info, result, args, precisions: dict[str, str] | None = Non
     measured = _measure(supernet, archs, args.device, dataset, precisions or {}) if args.device else [None] * len(archs)
 
     rows = []
-    name = result.accuracy_name
+    # the predictor's accuracy (its mean, when the search ranked by a penalised one) and its spread
+    name = "accuracy" if "accuracy" in entries[0] else result.accuracy_name
     print(f"verify: top {len(archs)} re-evaluated with the supernet (BN recalibrated)"
           + (f" and measured on {args.device}" if args.device else ""))
     for e, acc, ms in zip(entries, accuracies, measured):
-        row = {"arch": e["arch"], "predicted_accuracy": e[name], "accuracy": acc,
+        sd = e.get(SPREAD)
+        row = {"arch": e["arch"], "predicted_accuracy": e[name], "predicted_sd": sd, "accuracy": acc,
                "predicted_latency_ms": e.get("latency_ms", {}), "measured_latency_ms": ms}
         rows.append(row)
         lat = ", ".join(f"{t} {v:.2f}" for t, v in row["predicted_latency_ms"].items())
-        print(f"  {e['arch']}\n    accuracy predicted {e[name]:.2f} true {acc:.2f}"
+        spread = f" ± {sd:.2f}" if sd is not None else ""
+        off = f" ({(acc - e[name]) / sd:+.1f} sd)" if sd else ""
+        print(f"  {e['arch']}\n    accuracy predicted {e[name]:.2f}{spread} true {acc:.2f}{off}"
               + (f"; latency predicted {lat} ms" if lat else "")
               + (f", measured {ms:.2f} ms" if ms is not None else ""))
     return rows
