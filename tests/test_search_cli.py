@@ -331,10 +331,11 @@ def test_search_reports_the_spread_of_a_built_predictor(files, built, capsys):
     assert lows == sorted(lows, reverse=True)
     assert all(0.0 <= e["accuracy_lower"] <= e["accuracy"] <= 100.0 for e in cautious["top"])
     capsys.readouterr()
-    code, _ = search(files, "--latency-ms", str(files["budget"]), "--predictor", str(built["out"]),
-                     "--spread-penalty", "-1", out="bad.json")
+    with pytest.raises(SystemExit) as exit_:
+        search(files, "--latency-ms", str(files["budget"]), "--predictor", str(built["out"]),
+               "--spread-penalty", "-1", out="bad.json")
     err = capsys.readouterr().err.strip()
-    assert code == 2 and "--spread-penalty" in err and err.count("\n") == 0
+    assert exit_.value.code == 2 and "--spread-penalty" in err and err.count("\n") == 0
 
 
 @pytest.mark.slow
