@@ -126,15 +126,21 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     # Where `edgenas search --supernet OUT/train` looks for it by default, so the demo's files chain
     # into `edgenas search` and `edgenas export` with no --predictor flag.
     predictor_path = edgenas.default_predictor_path(train_dir)
+    predictor = None
     if predictor_path.exists():
-        predictor = edgenas.AccuracyPredictor.load(predictor_path, space)
-    else:
+        from edgenas.search.predictor import OutdatedPredictorError
+
+        try:
+            predictor = edgenas.AccuracyPredictor.load(predictor_path, space)
+        except OutdatedPredictorError as exc:  # an older demo's run: retrain it from its logged measurements
+            log.warning("demo: %s", exc)
+    if predictor is None:
         # BN statistics from 250 images per subnet (the default is 2000; digits has 1294): about
         # 3x cheaper, and the predictor needs the ranking of subnets more than their last 0.1 pp.
         predictor, report = edgenas.build_predictor(supernet, dataset, predictor_path, samples=samples, seed=seed,
                                             bn_images=250, resolutions=info.trained_resolutions)
-        log.info("demo: predictor RMSE %.2f pp, Spearman %.3f on %d held-out subnets",
-                 report.rmse, report.spearman, report.n_test)
+        log.info("demo: predictor RMSE %.2f pp, Spearman %.3f on %d held-out subnets (ensemble spread %.2f pp)",
+                 report.rmse, report.spearman, report.n_test, report.sd)
     step("predictor")
 
     # 3. Profile this CPU (only missing keys are measured on a rerun).
