@@ -44,8 +44,7 @@ from edgenas.space import Arch, SearchSpace, encode, features as onehot_features
 
 FORMAT = "edgenas-accuracy-predictor"
 FORMAT_VERSION = 2
-REBUILD = ("rebuild it with `edgenas predictor build CKPT` (it reuses the measurements logged beside the "
-           "predictor, so no subnet is measured again)")
+REBUILD = "rebuild it with `edgenas predictor build CKPT` (it reuses the logged measurements)"
 
 
 # ---- features -----------------------------------------------------------------------------------
@@ -277,11 +276,10 @@ class AccuracyPredictor:
         version = data.get("format_version")
         if version == 1:
             raise OutdatedPredictorError(
-                f"{src}: predictor format 1 (one MLP whose output is not bounded to 0..100%, from an older "
-                f"edgenas) is no longer read; {REBUILD}")
+                f"{src}: predictor format 1 (an unbounded MLP of an older edgenas) is no longer read; {REBUILD}")
         if version != FORMAT_VERSION:
             raise CheckpointError(message(src, "format_version", echo(version), f"{FORMAT_VERSION}: {REBUILD}"))
-        verify_checksum(data, src, REBUILD)
+        verify_checksum(data, src, "rebuild it with `edgenas predictor build CKPT`")
         head = build(_Header, data, src, error=CheckpointError)
         for i, name in enumerate(head.features):
             if name not in FEATURES:
