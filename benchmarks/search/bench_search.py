@@ -4,8 +4,9 @@ equal numbers of evaluated architectures. See README.md beside this file for res
     python benchmarks/search/bench_search.py [--seeds 5] [--quick]
 
 Both implementations run with the same number of torch threads (--threads, default 1).
-The accuracy predictor is edgenas's MLP (3 x 400) trained on a synthetic proxy target (see
-`proxy_accuracy`), cached in benchmarks/search/out/. Latency: OFA's published Note10 tables for
+The accuracy predictor is edgenas's MLP (one member of 3 x 400 on the one-hot features, the
+shape OFA's finder takes) trained on a synthetic proxy target (see `proxy_accuracy`), cached in
+benchmarks/search/out/. Latency: OFA's published Note10 tables for
 mbv3-w1.2 (latency_tables/ofa-note10), loaded by edgenas.latency.LatencyTable; OFA's finder gets
 the same entries through its own LatencyEstimator code.
 """
@@ -31,7 +32,7 @@ from edgenas.search import STRATEGIES
 from edgenas.search import (
     ArchBatch, Constraint, hypervolume_2d, latency_metric, latency_table_of, non_dominated, predictor_metric, search,
 )
-from edgenas.search.predictor import AccuracyPredictor, train_predictor
+from edgenas.search.predictor import AccuracyPredictor, OutdatedPredictorError, train_predictor
 from edgenas.space import encode, load_space, make_arch, sample_genomes
 
 HERE = Path(__file__).resolve().parent
@@ -57,10 +58,14 @@ def proxy_accuracy(space, genomes, rng):
 def proxy_predictor(space, samples=2000, epochs=150):
     path = OUT / f"proxy_predictor_{space.hash}.pt"
     if path.exists():
-        return AccuracyPredictor.load(path, space)
+        try:
+            return AccuracyPredictor.load(path, space)
+        except OutdatedPredictorError:  # cached by an older edgenas: train it again
+            pass
     rng = np.random.default_rng(0)
     genomes = sample_genomes(space, rng, samples)
-    predictor, report = train_predictor(space, genomes, proxy_accuracy(space, genomes, rng), epochs=epochs, seed=0)
+    predictor, report = train_predictor(space, genomes, proxy_accuracy(space, genomes, rng), epochs=epochs, seed=0,
+                                        hidden=(400, 400, 400), members=1, features=("onehot",))
     print(f"proxy predictor: RMSE {report.rmse:.3f} pp, Spearman {report.spearman:.3f} on {report.n_test} held out")
     predictor.save(path)
     return predictor
@@ -102,8 +107,8 @@ def ofa_adaptors(space, table: LatencyTable, predictor: AccuracyPredictor):
             res = [120 + (r - 112) // 16 for r in space.resolutions]
             self.register_buffer("idx", torch.tensor(list(range(120)) + res))
 
-        def forward(self, x):
-            return predictor.model(x[:, self.idx])
+        def forward(self, x):  # (n, 1) accuracy %, as edgenas's predict_genomes gives it
+            return 100 * torch.sigmoid(predictor.model(x[:, self.idx])).T
 
     accuracy = acc_mod.AccuracyPredictor(pretrained=False, device="cpu")
     accuracy.model = SameMLP().eval()
