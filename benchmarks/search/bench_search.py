@@ -166,43 +166,54 @@ def speed_and_quality(space, predictor, table, lat, seeds, population, generatio
     return rows
 
 
-def strategies(space, predictor, lat, seeds, evaluations, budgets, hv_budget):
+OPTIONS = {  # per strategy, at E evaluations (evolution and nsga2 stop at max_evals=E)
+    "evolution": lambda E: {"population": 100, "generations": 20 * E // 100},
+    "nsga2": lambda E: {"population": 100, "generations": 20 * E // 100},
+    "nsga2-pymoo": lambda E: {"population": 100, "generations": 20 * E // 100},
+    "nsga2-optuna": lambda E: {"population": 100, "evaluations": E},
+    "random": lambda E: {"evaluations": E},
+    "rl": lambda E: {"evaluations": E},
+    "tpe": lambda E: {"evaluations": E},
+}
+
+
+def strategies(space, predictor, lat, seeds, evaluations, budgets, names):
+    """Every strategy in `names` at each number of evaluations in `evaluations`, under each latency
+    budget, for each seed, in this one process: best predicted accuracy (mean, sd), the hypervolume
+    of (latency, accuracy) over every feasible evaluated arch (reference: the budget and the lowest
+    accuracy any run evaluated under it), and wall time."""
     sys.path.insert(0, str(HERE))
+    from optuna_nsga2 import nsga2_optuna
     from pymoo_nsga2 import nsga2_pymoo  # the reference; needs `pip install pymoo`
 
     STRATEGIES["nsga2-pymoo"] = nsga2_pymoo
+    STRATEGIES["nsga2-optuna"] = nsga2_optuna
     acc = predictor_metric(predictor)
-    out = {"best": {}, "hypervolume": {}}
-    results = {}
-    names = ("evolution", "nsga2", "nsga2-pymoo", "random")
-    for budget in budgets + [hv_budget]:
-        for name in names:
-            for seed in seeds:
-                options = {"evaluations": evaluations} if name == "random" else {"population": 100, "generations": 20 * evaluations // 100}
-                t = time.perf_counter()
-                r = search(space, acc, [Constraint(lat, budget)], name, seed=seed, max_evals=evaluations, **options)
-                results[budget, name, seed] = (r, time.perf_counter() - t)
-                print(f"{name} budget {budget} seed {seed}: best {r.best['accuracy']:.3f} "
-                      f"({r.evaluations} evaluated, {time.perf_counter() - t:.2f} s)", flush=True)
-    for budget in budgets:
-        for name in names:
-            accs = [results[budget, name, s][0].best["accuracy"] for s in seeds]
-            evals = [results[budget, name, s][0].evaluations for s in seeds]
-            secs = [results[budget, name, s][1] for s in seeds]
-            out["best"].setdefault(str(budget), {})[name] = {"mean": statistics.mean(accs), "std": _std(accs),
-                                                             "evaluations": statistics.mean(evals),
-                                                             "seconds": statistics.median(secs)}
-    # Hypervolume of accuracy against latency over every feasible evaluated arch, one shared reference.
-    floor = min(float(results[hv_budget, n, s][0].archive["accuracy"].min()) for n in names for s in seeds)
-    for name in names:
-        hvs = []
-        for s in seeds:
-            r = results[hv_budget, name, s][0]
-            F = np.column_stack([r.archive[lat.name], -r.archive["accuracy"]])
-            hvs.append(hypervolume_2d(F[non_dominated(F)], (hv_budget, -floor)))
-        secs = [results[hv_budget, name, s][1] for s in seeds]
-        out["hypervolume"][name] = {"mean": statistics.mean(hvs), "std": _std(hvs), "seconds": statistics.median(secs)}
-    out["reference"] = {"latency_ms": hv_budget, "accuracy": floor}
+    out = {}
+    for E in evaluations:
+        results = {}
+        for budget in budgets:
+            for name in names:
+                for seed in seeds:
+                    t = time.perf_counter()
+                    r = search(space, acc, [Constraint(lat, budget)], name, seed=seed, max_evals=E, **OPTIONS[name](E))
+                    results[budget, name, seed] = (r, time.perf_counter() - t)
+                    print(f"E={E} {name} budget {budget} seed {seed}: best {r.best['accuracy']:.3f} "
+                          f"({r.evaluations} evaluated, {time.perf_counter() - t:.2f} s)", flush=True)
+        for budget in budgets:
+            floor = min(float(results[budget, n, s][0].archive["accuracy"].min()) for n in names for s in seeds)
+            row = out.setdefault(str(E), {}).setdefault(str(budget), {"reference_accuracy": floor})
+            for name in names:
+                runs = [results[budget, name, s] for s in seeds]
+                accs = [r.best["accuracy"] for r, _ in runs]
+                hvs = []
+                for r, _ in runs:
+                    F = np.column_stack([r.archive[lat.name], -r.archive["accuracy"]])
+                    hvs.append(hypervolume_2d(F[non_dominated(F)], (budget, -floor)))
+                row[name] = {"mean": statistics.mean(accs), "std": _std(accs), "hv_mean": statistics.mean(hvs),
+                             "hv_std": _std(hvs), "evaluations": statistics.mean(r.evaluations for r, _ in runs),
+                             "seconds": statistics.median(t for _, t in runs)}
+            print(json.dumps({str(E): {str(budget): row}}, indent=1), flush=True)
     return out
 
 
@@ -215,7 +226,9 @@ def main():
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--population", type=int, default=100)
     ap.add_argument("--generations", type=int, default=500)
-    ap.add_argument("--evaluations", type=int, default=10_000, help="per strategy run, for the comparison")
+    ap.add_argument("--evaluations", type=int, nargs="+", default=[1000, 5000], help="per strategy run, for the comparison")
+    ap.add_argument("--budgets", type=float, nargs="+", default=[20.0, 25.0, 30.0], help="latency budgets (ms, Note10)")
+    ap.add_argument("--strategies", default="evolution,nsga2,nsga2-pymoo,nsga2-optuna,random,rl,tpe")
     ap.add_argument("--threads", type=int, default=1, help="torch threads, for both implementations")
     ap.add_argument("--skip-strategies", action="store_true")
     ap.add_argument("--skip-ofa", action="store_true", help="only the strategy comparison")
@@ -232,7 +245,8 @@ def main():
     if not args.skip_ofa:
         summary = speed_summary(speed_and_quality(space, predictor, table, lat, seeds, args.population, args.generations), args)
     if not args.skip_strategies:
-        summary["strategies"] = strategies(space, predictor, lat, seeds, args.evaluations, [20.0, 25.0, 30.0], 40.0)
+        summary["strategies"] = strategies(space, predictor, lat, seeds, args.evaluations, args.budgets,
+                                           args.strategies.split(","))
         print(json.dumps(summary["strategies"], indent=1))
     name = "results.json" if not (args.skip_ofa or args.skip_strategies) else (
         "strategies.json" if args.skip_ofa else f"speed_t{args.threads}.json")
