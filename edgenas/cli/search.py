@@ -12,7 +12,7 @@ log = logging.getLogger("edgenas.search")
 PROXY_EVALUATIONS = 1000  # subnets a proxy-driven search scores when --evaluations is not given
 # The strategies `--strategy` and `--compare` offer (edgenas.search.STRATEGIES, without importing it
 # when the parser is built).
-STRATEGY_NAMES = ["evolution", "nsga2", "random", "rl", "tpe"]
+STRATEGY_NAMES = ["evolution", "nsga2", "random", "rl", "tpe", "differentiable"]
 EXAMPLES = """examples:
   edgenas search --supernet run/supernet.pt --latency-table note10.yaml --latency-ms 25 --out r.json
   edgenas search ... --strategy rl --evaluations 5000 --reward soft --reward-exponent -0.07 --out rl.json
@@ -98,7 +98,9 @@ def add_parser(subparsers) -> None:
                         "(default: those the supernet's last training phase sampled)")
     p.add_argument("--strategy", choices=STRATEGY_NAMES, default="evolution",
                    help="evolution (default), nsga2 (the Pareto front), random, rl (REINFORCE controller), "
-                        "tpe (optuna's TPE)")
+                        "tpe (optuna's TPE), or differentiable: gradient descent on architecture logits through the "
+                        "trained supernet (Gumbel-softmax paths, DARTS alternation, the latency budget as a "
+                        "Lagrange-multiplier hard constraint), e.g. --strategy differentiable --steps 200 --freeze-weights")
     p.add_argument("--compare", type=strategy_list(STRATEGY_NAMES), metavar="S1,S2,...",
                    help="run each strategy at the same number of evaluations (--evaluations, default population "
                         "x (generations + 1)) and plot their best-so-far curves on one figure (--plot); each "
@@ -133,6 +135,19 @@ def add_parser(subparsers) -> None:
                    help="evolution: share of children made by mutation, the rest by crossover (default 0.5)")
     p.add_argument("--evaluations", type=T.count(1, T.MAX_EVALUATIONS), metavar="N",
                    help="stop after N distinct architectures (defaults: random population x (generations + 1), rl 5000, tpe 1000)")
+    d = p.add_argument_group("differentiable strategy")
+    d.add_argument("--steps", type=T.count(1, T.MAX_GENERATIONS), default=200, metavar="N",
+                   help="alternations of a weight step (train split) and an architecture step (val split) (default 200)")
+    d.add_argument("--freeze-weights", action="store_true", help="architecture steps only: no weight steps")
+    d.add_argument("--arch-lr", type=T.positive(100.0), default=0.05, metavar="LR",
+                   help="Adam learning rate of the architecture logits (default 0.05)")
+    d.add_argument("--weight-lr", type=T.positive(100.0), default=0.005, metavar="LR",
+                   help="SGD learning rate of the weight steps, on a copy of the supernet (default 0.005)")
+    d.add_argument("--search-batch-size", type=T.batch_size, default=64, metavar="B",
+                   help="images per step (default 64)")
+    d.add_argument("--torch-device", default="auto", metavar="DEV",
+                   help="cpu, cuda, cuda:N or auto (cuda when present; default auto); --device is the device "
+                        "profile of --verify")
     p.add_argument("--out", required=True, metavar="JSON", help="results file (written atomically)")
     p.add_argument("--plot", metavar="PNG", help="plot file (default: --out with .png)")
     p.add_argument("--verify", type=T.count(0, T.MAX_POPULATION), default=0, metavar="K",
@@ -175,25 +190,33 @@ def run(args: argparse.Namespace) -> int:
     supernet, info = open_checkpoint(args.supernet)
     space = supernet.space
     bar = None
+    measured = False
     if proxy:
         accuracy, bar = proxy_objective(args, supernet, info, proxy)
+    elif args.strategy == "differentiable" and not args.predictor and not predictor_path.is_file():
+        accuracy, measured = measured_accuracy(args, supernet, info), True
     else:
         # the predictor itself: search reports its ensemble's spread and can rank by mean - K sd
         accuracy = AccuracyPredictor.load(predictor_path, space)
 
-    tables, latency, measured, precisions = load_tables(args.latency_table, space, force=args.force)
+    tables, latency, table_resolutions, precisions = load_tables(args.latency_table, space, force=args.force)
     constraints = [Constraint(m, args.latency_ms) for m in latency]
     for flag, name in (("max_mflops", "mflops"), ("max_params", "mparams"), ("max_peak_kb", "peak_kb")):
         if getattr(args, flag) is not None:
             constraints.append(Constraint(cost_metric(name), getattr(args, flag)))
 
-    resolutions = args.resolutions or default_resolutions(info, measured)
+    resolutions = args.resolutions or default_resolutions(info, table_resolutions)
     evaluations = args.evaluations or (PROXY_EVALUATIONS if proxy else None)
     equal = evaluations or args.population * (args.generations + 1) if args.compare else evaluations
     results = {}
     try:
         for strategy in args.compare or [args.strategy]:
             options = strategy_flags(args, strategy, equal)
+            if strategy == "differentiable":
+                options |= differentiable_options(args, supernet, info)
+                if bar is not None:
+                    bar.close()
+                bar = options.pop("_bar")
             result = search(space, accuracy, constraints, strategy, seed=args.seed, top_k=args.top_k,
                             report=latency + [cost_metric("mflops"), cost_metric("mparams")],
                             max_evals=equal, resolutions=resolutions, spread_penalty=args.spread_penalty,
@@ -207,6 +230,8 @@ def run(args: argparse.Namespace) -> int:
         if proxy:
             result.extra["proxy"] = {"name": proxy, "batches": args.proxy_batches, "batch_size": args.proxy_batch_size,
                                      "weights": args.proxy_weights, "data": info.data.name if args.data is None else args.data}
+        elif measured:
+            result.extra["accuracy"] = "measured on the val split after BatchNorm recalibration (no predictor)"
         else:
             result.extra["predictor"] = str(predictor_path)
             if args.spread_penalty:
@@ -276,6 +301,48 @@ def strategy_flags(args: argparse.Namespace, strategy: str, evaluations: int | N
     options.update(given)
     strategy_options(strategy, options)  # an option the strategy does not take is a one-line error
     return options
+
+
+def measured_accuracy(args, supernet, info):
+    """Accuracy (%) on the val split after BN recalibration: the differentiable search's objective
+    for the subnet it returns when the supernet has no predictor."""
+    from edgenas.data import load_dataset
+    from edgenas.search import Metric
+    from edgenas.search.measure import dataset_config, subnet_accuracy
+    from edgenas.train.evaluate import calibration_images
+
+    log.info("no predictor beside %s: the returned subnet's accuracy is measured on the val split", args.supernet)
+    dataset = load_dataset(dataset_config(info, args.data, args.data_path))
+    evaluate = subnet_accuracy(supernet, dataset, calibration_images(dataset, info.config.train.bn_recal_images,
+                                                                     args.seed), "val")
+    return Metric("accuracy", lambda archs: [evaluate(a) for a in archs], goal="max", unit="%")
+
+
+def differentiable_options(args, supernet, info) -> dict:
+    """The differentiable strategy's options: the supernet, its data, the flags, the torch device."""
+    import torch
+
+    from edgenas.data import load_dataset
+    from edgenas.errors import EdgeNASError
+    from edgenas.progress import progress_bar
+    from edgenas.search.measure import dataset_config
+
+    device = args.torch_device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        device = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise EdgeNASError(f"--torch-device {args.torch_device!r} is not a torch device; use cpu, cuda, cuda:N or auto") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise EdgeNASError(f"--torch-device {args.torch_device}: CUDA is not available here; use cpu or auto")
+    if device.type not in ("cpu", "cuda"):
+        raise EdgeNASError(f"--torch-device {args.torch_device}: expected cpu, cuda, cuda:N or auto")
+    dataset = load_dataset(dataset_config(info, args.data, args.data_path))
+    bar = progress_bar(args.steps, "differentiable search", unit="step", enabled=not getattr(args, "quiet", False))
+    return {"supernet": supernet, "dataset": dataset, "steps": args.steps, "batch_size": args.search_batch_size,
+            "arch_lr": args.arch_lr, "weight_lr": args.weight_lr, "freeze_weights": args.freeze_weights,
+            "device": device, "progress": bar.update, "_bar": bar}
 
 
 def default_resolutions(info, measured: list[set[int]]) -> tuple[int, ...]:

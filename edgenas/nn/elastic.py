@@ -170,13 +170,17 @@ class ElasticMBConv(nn.Module):
     def set_active(self, kernel: int, expand_ratio: float) -> None:
         self.active_kernel, self.active_expand = kernel, expand_ratio
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, gate: torch.Tensor | None = None) -> torch.Tensor:
+        """The active block; `gate` (a scalar, the differentiable search's path weight) scales the
+        block's own branch, before the residual is added."""
         mid = self.mid_channels(self.active_expand)
         y = _act(self.expand.bn(self.expand.conv(x, mid)), self.act)
         y = _act(self.dw.bn(self.dw.conv(y, self.active_kernel)), self.act)
         if self.se is not None:
             y = self.se(y)
         y = self.project.bn(self.project.conv(y, self.out_ch))
+        if gate is not None:
+            y = y * gate
         return x + y if self.residual else y
 
     def static_state(self, prefix: str = "") -> dict[str, torch.Tensor]:

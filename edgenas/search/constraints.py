@@ -71,19 +71,9 @@ def metric_range(space: SearchSpace, metric: Metric, rng: np.random.Generator | 
     return MetricRange(float(v.min()), genomes[int(v.argmin())], float(v.max()), False)
 
 
-def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator,
-                    allowed: np.ndarray) -> MetricRange | None:
-    """Decompose an additive metric by probing it, then minimise it slot by slot.
-
-    With f(arch) = fixed(r) + sum over active blocks of t(r, slot, k, e), probing a few hundred
-    genomes gives, per allowed resolution r (only those are probed: a latency table may
-    have been measured at some resolutions only): base(r) (every unit at its smallest depth, smallest
-    choices); A(r, u, d) = the change when unit u alone goes to depth d; and delta(r, u, j, k, e) =
-    the change when block j of unit u (at full depth) takes (k, e). Then
-        min f = min_r [ base(r) + sum_u min_d ( A(r, u, d) + sum_{j<d} min_{k,e} delta(r, u, j) ) ]
-    exactly, because units and blocks add independently. The decomposition is checked against
-    direct evaluation on random genomes; None when the metric is not additive after all.
-    """
+def _additive_probe(space: SearchSpace, metric: Metric, allowed: np.ndarray):
+    """(base (R,), A (R, U, D), delta (R, U, J, K*E), model) of an additive metric, by probing it
+    (see `_additive_range`); `model(genomes)` recomputes the metric from them."""
     g = genome_of(space)
     R, U, D = len(allowed), len(space.units), len(space.depths)
     J, K, E = space.max_depth, len(space.kernel_sizes), len(space.expand_ratios)
@@ -118,6 +108,44 @@ def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator
             total += np.where(active[:, u], delta[r[:, None], u, np.arange(J)[None, :], ke[:, u]], 0.0).sum(1)
         return total
 
+    return f_base, A, delta, model
+
+
+def additive_terms(space: SearchSpace, metric: Metric, resolutions: Sequence[int] | None = None,
+                   rng: np.random.Generator | None = None):
+    """The per-resolution, per-unit and per-block terms of an additive metric (a latency table's):
+    (allowed resolution indices, base (R,), A (R, U, D), delta (R, U, J, K*E)) with
+
+        metric = base[r] + sum_u A[r, u, depth index] + sum over active blocks delta[r, u, j, k * E + e]
+
+    checked against direct evaluation on random genomes; None when the metric is not additive.
+    The differentiable search takes the expectation of this sum under its architecture distribution."""
+    allowed = resolution_indices(space, resolutions)
+    f_base, A, delta, model = _additive_probe(space, metric, allowed)
+    rng = rng or np.random.default_rng(0)
+    check = redraw_resolutions(sample_genomes(space, rng, 64), allowed, rng)
+    if not np.allclose(model(check), metric(ArchBatch(space, check)), rtol=1e-6, atol=1e-9):
+        return None
+    return allowed, f_base, A, delta
+
+
+def _additive_range(space: SearchSpace, metric: Metric, rng: np.random.Generator,
+                    allowed: np.ndarray) -> MetricRange | None:
+    """Decompose an additive metric by probing it, then minimise it slot by slot.
+
+    With f(arch) = fixed(r) + sum over active blocks of t(r, slot, k, e), probing a few hundred
+    genomes gives, per allowed resolution r (only those are probed: a latency table may
+    have been measured at some resolutions only): base(r) (every unit at its smallest depth, smallest
+    choices); A(r, u, d) = the change when unit u alone goes to depth d; and delta(r, u, j, k, e) =
+    the change when block j of unit u (at full depth) takes (k, e). Then
+        min f = min_r [ base(r) + sum_u min_d ( A(r, u, d) + sum_{j<d} min_{k,e} delta(r, u, j) ) ]
+    exactly, because units and blocks add independently. The decomposition is checked against
+    direct evaluation on random genomes; None when the metric is not additive after all.
+    """
+    g = genome_of(space)
+    R, U, D = len(allowed), len(space.units), len(space.depths)
+    J, K, E = space.max_depth, len(space.kernel_sizes), len(space.expand_ratios)
+    f_base, A, delta, model = _additive_probe(space, metric, allowed)
     depths = np.array(space.depths)
     prefix_min = np.cumsum(delta.min(-1), axis=2)  # (R, U, J): sum of the j+1 first blocks' minima
     prefix_max = np.cumsum(delta.max(-1), axis=2)

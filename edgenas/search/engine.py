@@ -21,6 +21,7 @@ import numpy as np
 
 from edgenas.errors import ConfigError
 from edgenas.search.constraints import Constraint, Constraints
+from edgenas.search.differentiable import differentiable
 from edgenas.search.evolution import evolution
 from edgenas.search.nsga2 import nsga2
 from edgenas.search.objectives import (
@@ -40,6 +41,7 @@ log = logging.getLogger(__name__)
 # which `strategy_options` reads to check a caller's options and to record them in the result.
 STRATEGIES: dict[str, Callable[..., None]] = {
     "evolution": evolution, "nsga2": nsga2, "random": random_search, "rl": rl, "tpe": tpe,
+    "differentiable": differentiable,
 }
 HISTORY_POINTS = 200  # at most this many (evaluations, best so far) points in a result's history
 
@@ -81,7 +83,8 @@ def search(
                  architecture's spread, "accuracy_sd" (pp)
     constraints  `Constraint(metric, limit)`: feasible when metric <= limit; checked first
                  (`InfeasibleBudgetError` names the smallest achievable value)
-    strategy     a name in STRATEGIES ("evolution", "nsga2", "random", "rl", "tpe"); `options`
+    strategy     a name in STRATEGIES ("evolution", "nsga2", "random", "rl", "tpe",
+                 "differentiable": supernet=, dataset=, steps, freeze_weights, ...); `options`
                  go to it as keyword arguments (see each strategy's signature, or
                  `strategy_options(name)` for its defaults); an option it does not take is a
                  ConfigError; the result records them all (`SearchResult.options`)
@@ -96,7 +99,10 @@ def search(
                  so that a winner the members disagree on loses to a surer one; the mean
                  ("accuracy") is reported beside it. 0 (the default) ranks by the mean.
     """
-    recorded = strategy_options(strategy, options)
+    # Recorded in the results file: the options that are plain values (not a supernet, a dataset
+    # or a progress callback, which the differentiable strategy takes).
+    recorded = {k: v for k, v in strategy_options(strategy, options).items()
+                if v is None or isinstance(v, (bool, int, float, str, list, tuple))}
     if top_k < 1 or (max_evals is not None and max_evals < 1):
         raise ConfigError("top_k and max_evals must be at least 1")
     if not spread_penalty >= 0:
@@ -131,6 +137,8 @@ def search(
     result = _collect(problem, strategy, seed, top_k, report, note, time.perf_counter() - started,
                       force_largest=bool(note))
     result.options = recorded
+    result.note = "; ".join(n for n in (result.note, problem.extra.pop("note", "")) if n)
+    result.extra.update(problem.extra)
     return result
 
 

@@ -84,3 +84,6 @@ class Problem:
     evaluate: Evaluator  # accuracy, maximised
     constraints: Constraints
     objectives: list[Metric] = field(default_factory=list)  # costs, minimised (NSGA-II)
+    # Records a strategy adds to the results file (e.g. "differentiable": its run); "note" is
+    # appended to the result's note.
+    extra: dict = field(default_factory=dict)
