@@ -122,7 +122,7 @@ def test_a_tight_budget_still_returns_a_feasible_subnet_and_says_it_was_repaired
 
 
 @pytest.mark.parametrize("extra,expected", [
-    (["--data-path", "/nonexistent/digits"], "--data-path"),
+    (["--data-path", "/nonexistent/digits"], "data.path"),  # the data cannot be loaded
     (["--torch-device", "tpu"], "--torch-device"),
 ])
 def test_bad_differentiable_input_is_one_line_and_exit_2(demo, extra, expected):
