@@ -17,6 +17,8 @@ EXAMPLES = """examples:
   edgenas search --supernet run/supernet.pt --latency-table note10.yaml --latency-ms 25 --out r.json
   edgenas search ... --strategy rl --evaluations 5000 --reward soft --reward-exponent -0.07 --out rl.json
   edgenas search ... --strategy tpe --evaluations 1000 --option startup=50 --out tpe.json
+  edgenas search ... --strategy differentiable --steps 200 --freeze-weights --out diff.json
+  edgenas search ... --accuracy proxy:naswot --evaluations 500 --out zc.json   (training-free)
   edgenas search ... --compare evolution,nsga2,random,rl,tpe --evaluations 2000 --out cmp.json
       (writes cmp-evolution.json, ... and cmp.png: best so far against evaluations, one curve each)
 
@@ -27,6 +29,8 @@ strategy options (--option KEY=VALUE, repeatable; the results file records every
   rl         evaluations (5000), batch (50), reward (hard|soft), reward_exponent (-0.07), lr (0.05),
              entropy (0.01), baseline_decay (0.9), hidden (64), patience (20)
   tpe        evaluations (1000), startup (20), candidates (24), multivariate (true)
+  differentiable  steps, batch_size, arch_lr, weight_lr, freeze_weights (the flags above), tau_start (5),
+             tau_end (0.5), multiplier_lr (2)
 """
 
 def strategy_option(text: str) -> tuple[str, object]:
