@@ -12,7 +12,14 @@ Usage:
     python3 agent.py --job job.json
 
 A job file is JSON: {"runtime", "threads", "warmup", "runs", "rounds", "providers" | "delegate",
-"delegate_library", "interpreter", "models": [{"name": ..., "path": ...}, ...]}.
+"delegate_library", "interpreter", "models": [{"name": ..., "path": ..., "signature": ...}, ...]}.
+
+"signature" (TFLite only, optional) names one signature of a file that holds many (one subgraph
+per signature, e.g. the layers of a latency table written by edgenas.export.tflite_layers): that
+subgraph alone is timed. Entries naming signatures of one file share one interpreter (loaded,
+delegated and allocated once); each signature's input is set once and each timed call is one
+invoke of its subgraph, as a file of its own is timed with one invoke of its only subgraph.
+Entries without a signature are timed as before (the file's primary subgraph).
 
 Output protocol (stdout, one JSON object per line, flushed as soon as it is known):
     {"event": "ready", ...}                once the runtime is imported
@@ -48,7 +55,7 @@ import platform
 import sys
 import time
 
-AGENT_VERSION = 2
+AGENT_VERSION = 3  # 3: model entries may name a TFLite signature
 ROUND_PAUSE_S = 0.01  # between measurement rounds
 
 ORT_HINT = "pip install onnxruntime"
@@ -310,7 +317,7 @@ def ort_runner(np, rng, ort, path, opts):
     return run_once, {"providers": used, "spinning": bool(opts.get("spinning", True))}
 
 
-def tflite_runner(np, rng, interp_mod, path, opts):
+def _tflite_interpreter(interp_mod, path, opts):
     kwargs = {"model_path": path, "num_threads": int(opts["threads"])}
     delegate = opts.get("delegate", "xnnpack")
     if delegate == "none":
@@ -321,7 +328,17 @@ def tflite_runner(np, rng, interp_mod, path, opts):
     elif delegate == "gpu":
         lib = opts.get("delegate_library") or "libtensorflowlite_gpu_delegate.so"
         kwargs["experimental_delegates"] = [interp_mod.load_delegate(lib)]
-    interp = interp_mod.Interpreter(**kwargs)
+    return interp_mod.Interpreter(**kwargs)
+
+
+def tflite_runner(np, rng, interp_mod, path, opts, signature=None, shared=None):
+    """Time the file's primary subgraph, or with `signature` that signature's subgraph alone;
+    `shared` ({path: interpreter}) lets the signatures of one file share its interpreter."""
+    delegate = opts.get("delegate", "xnnpack")
+    if signature is not None:
+        return _signature_runner(np, rng, interp_mod, path, opts, signature, shared), {
+            "delegate": delegate, "signature": signature}
+    interp = _tflite_interpreter(interp_mod, path, opts)
     for det in interp.get_input_details():  # dynamic dims (-1 in the signature) become 1
         sig = det.get("shape_signature")
         if sig is not None and any(int(d) < 0 for d in sig):
@@ -334,6 +351,38 @@ def tflite_runner(np, rng, interp_mod, path, opts):
         interp.invoke()
 
     return run_once, {"delegate": delegate}
+
+
+def _signature_runner(np, rng, interp_mod, path, opts, signature, shared):
+    interp = shared.get(path) if shared is not None else None
+    if interp is None:
+        interp = _tflite_interpreter(interp_mod, path, opts)
+        interp.allocate_tensors()  # applies the default delegate (XNNPACK) to every subgraph
+        if shared is not None:
+            shared[path] = interp
+    if not hasattr(interp, "get_signature_runner"):
+        raise RuntimeError("this TFLite interpreter cannot run signatures (needed for signature %r); %s"
+                           % (signature, TFLITE_HINT))
+    runner = interp.get_signature_runner(signature)  # ValueError naming it if the file lacks it
+    wrapper = getattr(runner, "_interpreter_wrapper", None)
+    index = getattr(runner, "_subgraph_index", None)
+    if wrapper is None or index is None:
+        raise RuntimeError("this TFLite interpreter's signature runner cannot invoke one subgraph alone; %s"
+                           % TFLITE_HINT)
+    details = list(runner.get_input_details().values())
+    for det in details:  # dynamic dims (-1 in the signature) become 1
+        sig = det.get("shape_signature")
+        if sig is not None and any(int(d) < 0 for d in sig):
+            shape = _static_shape([int(d) for d in sig])
+            wrapper.ResizeInputTensor(det["index"], np.array(shape, dtype=np.int32), False, index)
+    wrapper.AllocateTensors(index)
+    for det in runner.get_input_details().values():
+        wrapper.SetTensor(det["index"], random_array(np, rng, det["shape"], det["dtype"]), index)
+
+    def run_once():
+        wrapper.Invoke(index)
+
+    return run_once
 
 
 # ---------------------------------------------------------------------------------------------
@@ -429,11 +478,14 @@ def measure(opts, models):
     if rounds > 1 and runs > 1:
         measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, rounds)
     else:
+        shared = {}  # the interpreter of the file whose signatures are being timed
         for i, m in enumerate(models):
             name = m.get("name") or os.path.basename(m["path"])
             emit({"event": "begin", "index": i, "model": name})
+            if m["path"] not in shared:
+                shared.clear()
             try:
-                run_once, extra = make(np, rng, rt_mod, m["path"], opts)
+                run_once, extra = load(make, np, rng, rt_mod, m, opts, shared)
                 result = {"index": i, "model": name}
                 result.update(round_stats_ms(np, time_runs(run_once, warmup, runs)))
                 result.update(extra)
@@ -445,6 +497,16 @@ def measure(opts, models):
     return 0
 
 
+def load(make, np, rng, rt_mod, model, opts, shared):
+    """(run_once, info) for one model entry of the job."""
+    signature = model.get("signature")
+    if signature is None:
+        return make(np, rng, rt_mod, model["path"], opts)
+    if make is not tflite_runner:
+        raise ValueError("only TFLite files have signatures (entry names signature %r)" % signature)
+    return make(np, rng, rt_mod, model["path"], opts, signature=str(signature), shared=shared)
+
+
 def failure(i, name, exc):
     msg = ("%s: %s" % (type(exc).__name__, exc)).strip()
     return {"index": i, "model": name, "error": msg[:2000]}
@@ -454,10 +516,11 @@ def measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, round
     """Load and warm up every model, then time them in interleaved rounds (see the docstring)."""
     names = [m.get("name") or os.path.basename(m["path"]) for m in models]
     results, live = {}, {}  # index -> failure result; index -> [run_once, info, rounds of times]
+    shared = {}  # path -> the interpreter its signatures share
     for i, m in enumerate(models):
         emit({"event": "begin", "index": i, "model": names[i]})
         try:
-            run_once, extra = make(np, rng, rt_mod, m["path"], opts)
+            run_once, extra = load(make, np, rng, rt_mod, m, opts, shared)
             for _ in range(warmup):
                 run_once()
             live[i] = [run_once, extra, []]
@@ -478,6 +541,7 @@ def measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, round
         results[i].update(round_stats_ms(np, times))
         results[i].update(extra)
     live.clear()
+    shared.clear()
     for i in sorted(results):
         emit(results[i])
 

@@ -14,6 +14,11 @@ chunk of models uploads the chunk in one batch, runs the agent once over the chu
 `on_result` for every model as soon as its JSON line arrives, so a caller can save each
 measurement atomically and resume after a dropped connection (which raises `ConnectionLost`).
 
+A model is a file, or a `(file, signature)` pair naming one signature of a TFLite file that holds
+many (the layers of a latency table, `edgenas.export.tflite_layers`): the agent times that
+signature's subgraph alone, and each file is uploaded once however many of its signatures are
+measured.
+
 A model that fails to load or run is data: its `MeasureResult.error` says why and the batch goes
 on. If the agent process itself dies while measuring a model (a runtime crash), that model gets
 an error result and the agent is started again on the rest of the chunk.
@@ -46,6 +51,7 @@ class MeasureResult:
 
     model: str  # the model file's name
     path: Path | None = None  # the local model file
+    signature: str | None = None  # the signature of the file that was timed (None: the whole file)
     median_ms: float | None = None
     mean_ms: float | None = None
     std_ms: float | None = None  # population standard deviation of the timed runs
@@ -146,16 +152,26 @@ def device_fingerprint(profile: DeviceProfile, transport: Transport | None = Non
     return info
 
 
+def _entries(models: Sequence) -> tuple[list[Path], list[str | None]]:
+    files, signatures = [], []
+    for m in models:
+        path, signature = (m if isinstance(m, tuple) else (m, None))
+        files.append(Path(path))
+        signatures.append(None if signature is None else str(signature))
+    return files, signatures
+
+
 def measure_models(
     profile: DeviceProfile,
-    paths: Sequence[str | os.PathLike],
+    paths: Sequence,
     on_result: Callable[[MeasureResult], None] | None = None,
     *,
     chunk_size: int | None = None,
     transport: Transport | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> list[MeasureResult]:
-    """Measure every model file on the device; results come back in the order of `paths`.
+    """Measure every model on the device; results come back in the order of `paths`, each a
+    file or a `(file, signature)` pair (see the module docstring).
 
     `on_result(result)` is called for each model as soon as it is measured. With `rounds` > 1
     no result arrives until a chunk's last round, so `on_stage(text)` tells what the agent is
@@ -165,8 +181,8 @@ def measure_models(
     Raises `ConnectionLost` / `DeviceError` if the device drops out; results already passed
     to `on_result` are kept by the caller.
     """
-    files = [Path(p) for p in paths]
-    for p in files:
+    files, signatures = _entries(paths)
+    for p in set(files):
         if not p.is_file():
             raise EdgeNASError(f"model file {p} not found")
     if not files:
@@ -186,11 +202,14 @@ def measure_models(
         agent = _ensure_agent(t)
         for start in range(0, len(files), chunk_size):
             idx = list(range(start, min(start + chunk_size, len(files))))
-            names = {i: f"m{i:05d}{files[i].suffix}" for i in idx}
-            remote = t.put_many([(files[i], names[i]) for i in idx])
-            remote_of = dict(zip(idx, remote))
+            first = {}  # each file once: the index of its first model in the chunk
+            for i in idx:
+                first.setdefault(files[i], i)
+            names = {f: f"m{i:05d}{f.suffix}" for f, i in first.items()}
+            remote = dict(zip(names, t.put_many([(f, n) for f, n in names.items()])))
+            remote_of = {i: remote[files[i]] for i in idx}
             try:
-                _run_chunk(profile, t, agent, files, idx, remote_of, deliver, on_stage)
+                _run_chunk(profile, t, agent, files, idx, remote_of, deliver, on_stage, signatures)
             finally:
                 if t.tmpdir:
                     with contextlib.suppress(DeviceError):
@@ -211,10 +230,11 @@ def measure_written(
 ) -> list[MeasureResult]:
     """Write, upload, measure and remove the model files of `items`, a chunk at a time.
 
-    write(chunk, directory, on_stage) writes one model file per item of the chunk into
-    `directory` (a fresh temporary directory) and returns their paths in the chunk's order; it
-    may report its progress through on_stage(text). With write=None the items are existing model
-    files, measured and left in place. Each chunk is measured `repeats` times, in whole passes
+    write(chunk, directory, on_stage) writes the models of the chunk's items into `directory` (a
+    fresh temporary directory) and returns one model per item in the chunk's order: a file, or a
+    `(file, signature)` pair where several items are signatures of one file
+    (`edgenas.export.tflite_layers`); it may report its progress through on_stage(text). With
+    write=None the items are existing model files, measured and left in place. Each chunk is measured `repeats` times, in whole passes
     over the chunk, so that the repeats of one model lie apart in time. on_result(item, result)
     is called as each result arrives, in pass order; results are returned in the same order.
     One transport (one SSH connection, one agent upload) serves every chunk.
@@ -227,28 +247,36 @@ def measure_written(
         for start in range(0, len(items), chunk_size):
             chunk = list(items[start:start + chunk_size])
             with tempfile.TemporaryDirectory(prefix="edgenas-models-") as d:
-                paths = [Path(p) for p in (chunk if write is None else write(chunk, Path(d), stage))]
-                if len(paths) != len(chunk):
-                    raise ValueError(f"write() returned {len(paths)} model files for {len(chunk)} items")
-                item_of = {p: item for p, item in zip(paths, chunk)}
+                files, signatures = _entries(chunk if write is None else write(chunk, Path(d), stage))
+                if len(files) != len(chunk):
+                    raise ValueError(f"write() returned {len(files)} models for {len(chunk)} items")
+                paths = [f if s is None else (f, s) for f, s in zip(files, signatures)]
+                item_of = {(f, s): item for f, s, item in zip(files, signatures, chunk)}
                 if len(item_of) != len(chunk):
-                    raise ValueError("write() returned the same model file for two items")
+                    raise ValueError("write() returned the same model for two items")
 
                 def arrived(r: MeasureResult) -> None:
                     if on_result is not None:
-                        on_result(item_of[r.path], r)
+                        on_result(item_of[(r.path, r.signature)], r)
 
                 for _ in range(repeats):
                     results += measure_models(profile, paths, on_result=arrived, transport=t, on_stage=on_stage)
     return results
 
 
-def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_of, deliver, on_stage=None) -> None:
+def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_of, deliver, on_stage=None,
+               signatures=None) -> None:
     """Run the agent over `idx`; restart it past a model that crashes it."""
+    signatures = signatures or [None] * len(files)
     pending = list(idx)
+
+    def failed(i: int, error: str) -> MeasureResult:
+        return MeasureResult(model=files[i].name, path=files[i], signature=signatures[i], error=error)
+
     while pending:
         job = dict(profile.agent_options())
-        job["models"] = [{"name": files[i].name, "path": remote_of[i]} for i in pending]
+        job["models"] = [{"name": files[i].name, "path": remote_of[i],
+                          **({"signature": signatures[i]} if signatures[i] is not None else {})} for i in pending]
         with tempfile.TemporaryDirectory(prefix="edgenas-job-") as d:
             job_file = Path(d) / "job.json"
             job_file.write_text(json.dumps(job))
@@ -279,7 +307,7 @@ def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_
                     pos = int(msg["index"])
                     if 0 <= pos < len(pending) and pos not in done:
                         done.add(pos)
-                        deliver(pending[pos], _result(msg, files[pending[pos]]))
+                        deliver(pending[pos], _result(msg, files[pending[pos]], signatures[pending[pos]]))
         except ConnectionLost:
             if len(done) < len(pending):
                 raise
@@ -298,10 +326,8 @@ def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_
             log.warning("%s: the agent died while measuring %s (status %d); continuing with the rest",
                         t.describe(), files[crashed].name, exc.rc)
             detail = exc.stderr.strip()[-500:]
-            deliver(crashed, MeasureResult(
-                model=files[crashed].name, path=files[crashed],
-                error=f"the agent process died while measuring this model (status {exc.rc})" + (f": {detail}" if detail else ""),
-            ))
+            deliver(crashed, failed(crashed, f"the agent process died while measuring this model (status {exc.rc})"
+                                    + (f": {detail}" if detail else "")))
             done.add(current)
             pending = [pending[p] for p in range(len(pending)) if p not in done]
             continue
@@ -309,7 +335,7 @@ def _run_chunk(profile, t: Transport, agent: str, files, idx: list[int], remote_
             raise DeviceError(f"{t.describe()}: {fatal}")
         for pos, i in enumerate(pending):
             if pos not in done:
-                deliver(i, MeasureResult(model=files[i].name, path=files[i], error="the agent reported no result"))
+                deliver(i, failed(i, "the agent reported no result"))
         pending = []
 
 
@@ -324,13 +350,15 @@ def _parse(line: str) -> dict | None:
     return msg if isinstance(msg, dict) else None
 
 
-def _result(msg: dict, path: Path) -> MeasureResult:
+def _result(msg: dict, path: Path, signature: str | None = None) -> MeasureResult:
     if msg.get("error") is not None:
-        return MeasureResult(model=path.name, path=path, error=str(msg["error"]))
-    info = {k: v for k, v in msg.items() if k not in _STAT_KEYS and k not in ("index", "model", "count", "error")}
+        return MeasureResult(model=path.name, path=path, signature=signature, error=str(msg["error"]))
+    info = {k: v for k, v in msg.items()
+            if k not in _STAT_KEYS and k not in ("index", "model", "count", "error", "signature")}
     return MeasureResult(
         model=path.name,
         path=path,
+        signature=signature,
         count=int(msg.get("count", 0)),
         info=info,
         **{k: float(msg[k]) for k in _STAT_KEYS},

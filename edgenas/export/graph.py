@@ -195,3 +195,14 @@ class ChannelsLast(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.permute(0, 3, 1, 2))
+
+
+class ChannelsLastLayer(ChannelsLast):
+    """`ChannelsLast` that also returns a 4-D output as NHWC: a single layer of a latency table,
+    timed as it runs inside a TFLite network (NHWC from layer to layer), without the TRANSPOSE
+    back to NCHW that a file ending in a feature map would otherwise get (litert-torch cancels
+    both permutes against its own layout changes)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.net(x.permute(0, 3, 1, 2))
+        return y.permute(0, 2, 3, 1) if y.dim() == 4 else y

@@ -144,29 +144,49 @@ def convert_fp32(module: nn.Module, resolution: int, path: str | Path, channels:
 def convert_int8(module: nn.Module, resolution: int, calib_images: torch.Tensor, path: str | Path,
                  batch_size: int = CALIB_BATCH) -> Path:
     """Full-integer int8 TFLite file, activations calibrated on `calib_images` (NCHW, normalised,
-    already at `resolution`); weights per-channel symmetric, activations per-tensor affine."""
+    already at `resolution`, with the module's input channels); weights per-channel symmetric,
+    activations per-tensor affine."""
     litert_torch = require_litert()
-    from litert_torch.quantize import pt2e_quantizer
     from litert_torch.quantize.quant_config import QuantConfig
+
+    quantizer = full_int_quantizer()
+    graph = quantized_graph(module, calib_images, quantizer, batch_size)
+    with _quiet(), torch.no_grad():
+        model = litert_torch.convert(graph, (_nhwc_example(resolution, channels=calib_images.shape[1]),),
+                                     quant_config=QuantConfig(pt2e_quantizer=quantizer))
+        content = model.model_content()
+    return atomic_write(path, lambda f: f.write(content))
+
+
+def full_int_quantizer():
+    """The PT2E quantizer of every int8 TFLite file (see `_full_int_quantizer`)."""
+    require_litert()
+    from litert_torch.quantize import pt2e_quantizer
+
+    return _full_int_quantizer(pt2e_quantizer)
+
+
+def quantized_graph(module: nn.Module, calib_images: torch.Tensor, quantizer, batch_size: int = CALIB_BATCH,
+                    layout=ChannelsLast):
+    """`module` (an eval-mode NCHW net, already `deployable`) exported channels-last (`layout`), prepared with
+    `quantizer`, calibrated on `calib_images` (NCHW) in batches of `batch_size` and converted:
+    the PT2E graph that litert-torch turns into an int8 TFLite model."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    net = ChannelsLast(int8_friendly(split_depthwise(module))).eval()
-    quantizer = _full_int_quantizer(pt2e_quantizer)
+    net = layout(int8_friendly(split_depthwise(module))).eval()
     with _quiet(), torch.no_grad():
         # Batch 2 so the batch dimension stays symbolic (1 would be specialised) and calibration can batch.
         batch = torch.export.Dim("batch", min=1, max=4096)
-        graph = torch.export.export(net, (_nhwc_example(resolution, 2),), dynamic_shapes=({0: batch},)).module()
+        example = _nhwc_example(calib_images.shape[-1], 2, channels=calib_images.shape[1])
+        graph = torch.export.export(net, (example,), dynamic_shapes=({0: batch},)).module()
         graph = prepare_pt2e(graph, quantizer)
         for start in range(0, len(calib_images), batch_size):
             graph(to_nhwc(calib_images[start:start + batch_size]))
         graph = convert_pt2e(graph, fold_quantize=False)
         move_exported_model_to_eval(graph)
         graph.training = False  # what litert-torch looks at; .eval() is refused on exported graphs
-        model = litert_torch.convert(graph, (_nhwc_example(resolution),),
-                                     quant_config=QuantConfig(pt2e_quantizer=quantizer))
-        content = model.model_content()
-    return atomic_write(path, lambda f: f.write(content))
+    return graph
 
 
 def _full_int_quantizer(pt2e_quantizer):
