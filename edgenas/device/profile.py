@@ -51,7 +51,9 @@ Schema (``*`` marks a required field)::
     runs             int   timed runs per model, default 50
     precision        str   "fp32" (default) or "int8": the models measured and the latency
                            table built (onnxruntime int8: static QDQ as `edgenas export
-                           --format onnx-int8` writes it); the table key gets _int8
+                           --format onnx-int8` writes it; tflite int8: full-integer PT2E as
+                           `--format tflite-int8` writes it, with delegate xnnpack or none, not
+                           gpu, which computes in float); the table key gets _int8
     rounds           int   split the timed runs into this many rounds and report the lowest
                            round median, default 1 (plain median); use 3-5 on shared machines,
                            where bursts of load from other processes disturb single rounds
@@ -79,9 +81,12 @@ from edgenas.validate import Invalid, build, echo, message, read_yaml, section_o
 TRANSPORTS = ("local", "ssh")
 RUNTIMES = ("onnxruntime", "tflite")
 PRECISIONS = ("fp32", "int8", "fp16")
-# The precisions whose latency tables edgenas builds, per runtime. TFLite int8 tables need one
-# PT2E conversion per layer (~4 s each) until conversions are batched; fp16 is not built yet.
-RUNTIME_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "tflite": ("fp32",)}
+# The precisions whose latency tables edgenas builds, per runtime; fp16 is not built (below).
+RUNTIME_PRECISIONS = {"onnxruntime": ("fp32", "int8"), "tflite": ("fp32", "int8")}
+# TFLite delegates that run int8 kernels: XNNPACK and the builtin ones ("none"). The GPU delegate
+# computes in fp16/fp32 and runs an int8 model by dequantizing it, so an int8 table of it would
+# time float kernels under an int8 name.
+INT8_DELEGATES = ("xnnpack", "none")
 # Why a profile's `precision: fp16` is refused, per runtime (edgenas.export.tflite_fp16 has the measurements).
 FP16_LACKS = {
     "onnxruntime": "onnxruntime's CPU execution provider has no fp16 kernels on x86: it casts an fp16 model back "
@@ -330,6 +335,11 @@ class _Parser:
         try:
             options = self.runtime_options(f.runtime, f.runtime_options)
             env = self.env(f.env)
+            if f.runtime == "tflite" and f.precision == "int8" and options["delegate"] not in INT8_DELEGATES:
+                raise Invalid("runtime_options.delegate", options["delegate"],
+                              f"{' or '.join(INT8_DELEGATES)} with precision int8 (the {options['delegate']} "
+                              "delegate computes in fp16/fp32 and dequantizes int8 models, so it has no int8 "
+                              "latency to table)")
         except Invalid as exc:
             raise exc.at(self.source) from None
         ssh = None

@@ -7,16 +7,16 @@ model file, both in the runtime's format:
     fmt.write_op(op, dir / "op0.onnx")
     fmt.write_net(static_net, (1, 3, 224, 224), dir / "net0.onnx")
 
-ONNX is built in. TFLite is a hook: when `edgenas.export` provides a TFLite exporter, register
-it with `register_format("tflite", TFLiteFormat(export_fn))` (or expose
-`edgenas.export.tflite.export_tflite(module, input_shape, path)`, which is found automatically),
-and `edgenas profile` works for TFLite device profiles without further changes.
+ONNX and TFLite are built in (`register_format` replaces the format of a runtime). A format may
+also have `write_ops(ops, directory, on_stage) -> [file or (file, signature)]`, which writes many
+layers at once: TFLite does, writing tens of layers as signatures of one file, since one
+litert-torch conversion per layer would cost ~30 min for mbv3-w1.0 at 5 resolutions.
 """
 from __future__ import annotations
 
 import threading
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 from edgenas.errors import EdgeNASError
 from edgenas.space.ops import OpSpec
@@ -30,7 +30,7 @@ class ModelFormat(Protocol):
     name: str  # "onnx" | "tflite"
     suffix: str  # file suffix, with the dot
 
-    def write_op(self, op: OpSpec, path: Path) -> Path: ...
+    def write_op(self, op: OpSpec, path: Path) -> Path: ...  # or, batching, write_ops (see above)
 
     def write_net(self, net, input_shape: tuple[int, ...], path: Path) -> Path: ...
 
@@ -60,27 +60,71 @@ class OnnxFormat:
                 "networks": "edgenas.export.formats.FORMATS['onnx'].write, as edgenas export writes model.onnx"}
 
 
+LAYERS_PER_FILE = 32  # TFLite layers converted together and written as signatures of one file
+
+
 class TFLiteFormat:
-    """Single ops and subnets through a module exporter `export(module, input_shape, path)`."""
+    """fp32 TFLite: single layers as signatures of few files (`edgenas.export.tflite_layers`),
+    whole subnets as `edgenas export` writes model.tflite.
 
-    name, suffix = "tflite", ".tflite"
+    `write_ops` converts `LAYERS_PER_FILE` layers at a time, side by side in one litert-torch
+    conversion, and returns a `(file, signature)` per layer, which the agent times alone. The
+    per-call overhead model is written and timed the same way (a one-signature file)."""
 
-    def __init__(self, export: Callable[..., object], description: str = "edgenas.export TFLite exporter"):
-        self.export = export
-        self.description = description
+    name, suffix, precision = "tflite", ".tflite", "fp32"
+    layers_per_file = LAYERS_PER_FILE
 
-    def write_op(self, op: OpSpec, path: Path) -> Path:
+    def write_ops(self, ops, directory: Path, on_stage=None) -> list[tuple[Path, str]]:
+        from edgenas.export.tflite_layers import convert_layers_fp32
         from edgenas.nn.static import build_op
 
-        return self.write_net(build_op(op), (1, op.in_ch, op.in_size, op.in_size), path)
+        def convert(group, path, names):
+            return convert_layers_fp32([build_op(op) for op in group], [(op.in_ch, op.in_size, op.in_size) for op in group],
+                                       names, path)
+
+        return _in_files(ops, directory, self.layers_per_file, convert, on_stage)
 
     def write_net(self, net, input_shape, path: Path) -> Path:
+        from edgenas.export.formats import FORMATS
+
         with _EXPORT_LOCK:
-            self.export(net.eval(), tuple(input_shape), Path(path))
-        return Path(path)
+            return FORMATS["tflite"].write(net, input_shape, path)
+
+    def write_overhead(self, module, input_shape, path: Path) -> tuple[Path, str]:
+        return write_overhead_signature(module, input_shape, path)
 
     def describe(self) -> dict:
-        return {"format": "tflite", "exporter": self.description}
+        return {"format": "tflite", "precision": "fp32", "exporter": "litert-torch",
+                "ops": "each layer as export converts it (deployable, split_depthwise, NHWC in and out)",
+                "batching": f"up to {self.layers_per_file} layers per litert-torch conversion, one signature each, "
+                            "each signature timed alone (edgenas.export.tflite_layers)",
+                "networks": "FORMATS['tflite'].write, as edgenas export writes model.tflite",
+                "overhead": "one-ReLU layer in a one-signature file, timed as the layers are"}
+
+
+def _in_files(ops, directory: Path, per_file: int, convert, on_stage=None) -> list[tuple[Path, str]]:
+    """Write `ops` `per_file` at a time with convert(group, path, names); (file, signature) per op."""
+    out: list[tuple[Path, str]] = []
+    for start in range(0, len(ops), per_file):
+        group = list(ops[start:start + per_file])
+        if on_stage is not None:
+            on_stage(f"converting layers {start + 1}-{start + len(group)} of {len(ops)}")
+        names = [f"op{start + i:05d}" for i in range(len(group))]
+        path = Path(directory) / f"ops{start:05d}.tflite"
+        with _EXPORT_LOCK:
+            convert(group, path, names)
+        out += [(path, n) for n in names]
+    return out
+
+
+def write_overhead_signature(module, input_shape, path: Path) -> tuple[Path, str]:
+    """The per-call overhead model of a TFLite table: `module` (a ReLU) as the one signature of a
+    file written like the layers' files, so the agent times it as it times a layer."""
+    from edgenas.export.tflite_layers import convert_layers_fp32
+
+    with _EXPORT_LOCK:
+        convert_layers_fp32([module], [tuple(input_shape[-3:])], ["overhead"], path)
+    return Path(path), "overhead"
 
 
 _REGISTRY: dict[str, ModelFormat] = {"onnxruntime": OnnxFormat()}
@@ -95,24 +139,28 @@ def model_format(runtime: str, precision: str = "fp32", activations=None) -> Mod
     """The format a device runtime ('onnxruntime' or 'tflite') times at a precision. int8 needs
     `activations` (an `edgenas.latency.int8.ActivationSource`): its layers are calibrated on them."""
     if precision == "int8":
-        from edgenas.latency.int8 import Int8OnnxFormat
+        from edgenas.latency.int8 import Int8OnnxFormat, Int8TFLiteFormat
 
-        if runtime != "onnxruntime":
-            raise EdgeNASError(f"edgenas builds int8 latency tables for onnxruntime only, not {runtime}")
+        if runtime not in ("onnxruntime", "tflite"):
+            raise EdgeNASError(f"edgenas builds int8 latency tables for onnxruntime and tflite only, not {runtime}")
         if activations is None:
             raise EdgeNASError("an int8 latency table calibrates every layer on real activations: pass a trained "
                                "supernet (edgenas profile --supernet CKPT); its training images are used")
+        if runtime == "tflite":
+            from edgenas.export.tflite_export import require_litert
+
+            require_litert()
+            return Int8TFLiteFormat(activations)
         return Int8OnnxFormat(activations)
     if precision != "fp32":
         raise EdgeNASError(f"edgenas builds no {precision} latency tables for {runtime}")
     if runtime in _REGISTRY:
         return _REGISTRY[runtime]
     if runtime == "tflite":
-        from edgenas.export.formats import FORMATS
         from edgenas.export.tflite_export import require_litert
 
         require_litert()  # a clear MissingDependencyError naming the extra when it is not installed
-        fmt = TFLiteFormat(FORMATS["tflite"].write, "litert-torch fp32: edgenas.export.formats.FORMATS['tflite'].write")
+        fmt = TFLiteFormat()
         _REGISTRY[runtime] = fmt
         return fmt
     raise EdgeNASError(f"no model format for runtime {runtime!r}; known: onnxruntime, tflite")

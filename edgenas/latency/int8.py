@@ -15,6 +15,14 @@ the images themselves.
 The per-call overhead is measured on an fp32 one-ReLU model, as for fp32 tables: it is the cost
 of one runtime call (feeding the input, fetching the output), which does not depend on the
 precision of the layers.
+
+TFLite int8 (`Int8TFLiteFormat`, `runtime: tflite, precision: int8`) is the same with
+`FORMATS["tflite-int8"]`: litert-torch's PT2E path, full integer (int8 input, output and every
+op), per-channel symmetric int8 weights, per-tensor int8 activations whose ranges a histogram
+observer takes from the layer's recorded inputs. Each layer is prepared, calibrated and
+converted by PT2E on its own (`edgenas.export.tflite_export.quantized_graph`, as export does for
+a subnet); then tens of them go through one litert-torch conversion and are written as
+signatures of one file (`edgenas.export.tflite_layers.convert_layers_int8`), each timed alone.
 """
 from __future__ import annotations
 
@@ -136,3 +144,49 @@ class Int8OnnxFormat:
                 "ops": "each layer cut from the trained supernet, calibrated on the inputs it gets in a subnet",
                 "networks": "FORMATS['onnx-int8'].write, as edgenas export --format onnx-int8 writes model_int8.onnx",
                 "overhead": "fp32 one-ReLU model"}
+
+
+class Int8TFLiteFormat:
+    """The profiler's format for `runtime: tflite, precision: int8` (see the module docstring)."""
+
+    name, suffix, precision = "tflite-int8", ".tflite", "int8"
+
+    def __init__(self, source: ActivationSource):
+        from edgenas.latency.formats import LAYERS_PER_FILE
+
+        self.source = source
+        self.supernet = source.supernet
+        self.layers_per_file = LAYERS_PER_FILE
+
+    def write_ops(self, ops, directory: Path, on_stage=None) -> list[tuple[Path, str]]:
+        from edgenas.export.tflite_layers import convert_layers_int8
+        from edgenas.latency.formats import _in_files
+
+        def convert(group, path, names):
+            layers, inputs = zip(*(self.source.layer(op) for op in group))
+            return convert_layers_int8(list(layers), list(inputs), names, path)
+
+        return _in_files(ops, directory, self.layers_per_file, convert, on_stage)
+
+    def write_net(self, net, input_shape, path: Path) -> Path:
+        from edgenas.export.formats import FORMATS
+
+        return FORMATS["tflite-int8"].write(net, input_shape, path, calib_images=self.source.images_at(input_shape[-1]))
+
+    def write_overhead(self, module, input_shape, path: Path) -> tuple[Path, str]:
+        from edgenas.latency.formats import write_overhead_signature
+
+        return write_overhead_signature(module, input_shape, path)
+
+    def describe(self) -> dict:
+        return {"format": "tflite-int8", "precision": "int8", "exporter": "litert-torch PT2E",
+                "quantization": "full integer (int8 input, output and ops): per-channel symmetric int8 weights, "
+                                "per-tensor int8 activations, histogram-observer ranges on real activations "
+                                f"({self.source.description})",
+                "ops": "each layer cut from the trained supernet, quantized on the inputs it gets in a subnet",
+                "batching": f"each layer prepared, calibrated and converted by PT2E alone; up to {self.layers_per_file} "
+                            "layers per litert-torch conversion, one signature each, each signature timed alone "
+                            "(edgenas.export.tflite_layers)",
+                "networks": "FORMATS['tflite-int8'].write, as edgenas export --format tflite-int8 writes "
+                            "model_int8.tflite",
+                "overhead": "fp32 one-ReLU layer in a one-signature file, timed as the layers are"}

@@ -292,8 +292,10 @@ def _bar(total: int, desc: str, progress: bool, position: int):
 
 def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progress, position, on_result) -> None:
     with _bar(len(todo), f"{profile.name} ops", progress, position) as bar:
-        def write(chunk, d: Path, stage) -> list[Path]:
+        def write(chunk, d: Path, stage) -> list:
             stage(f"writing {len(chunk)} models")
+            if hasattr(fmt, "write_ops"):  # many layers per file, one signature each (TFLite)
+                return fmt.write_ops(chunk, d, stage)
             return [fmt.write_op(op, d / f"op{i:05d}{fmt.suffix}") for i, op in enumerate(chunk)]
 
         def stored(op, r: MeasureResult) -> None:
