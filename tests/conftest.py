@@ -82,3 +82,17 @@ def set_in(tree, path, value):
     else:
         node[path[-1]] = value
     return tree
+
+
+@pytest.fixture(scope="session")
+def tiny_supernet(tmp_path_factory):
+    """A digits-tiny supernet checkpoint directory trained one short epoch on 200 images by
+    `edgenas train` (about a minute): the trained weights and training images that int8 latency
+    tables calibrate their layers on. Shared by the int8 table tests of every runtime."""
+    from edgenas.cli import main
+
+    out = tmp_path_factory.mktemp("tiny-supernet") / "train"
+    code = main(["train", str(REPO / "configs" / "digits-tiny.yaml"), "--out", str(out), "-q",
+                 "--set", "schedule.phases=[{name: full, epochs: 1, lr: 0.1}]", "--set", "data.limit=200"])
+    assert code == 0
+    return out

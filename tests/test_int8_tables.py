@@ -21,12 +21,10 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    """A supernet checkpoint trained one short epoch on digits, and an int8 local profile."""
+def run(tmp_path_factory, tiny_supernet):
+    """The session's trained digits supernet (as run/train), and an int8 local profile."""
     d = tmp_path_factory.mktemp("int8")
-    code = main(["train", str(REPO / "configs" / "digits-tiny.yaml"), "--out", str(d / "train"), "-q",
-                 "--set", "schedule.phases=[{name: full, epochs: 1, lr: 0.1}]", "--set", "data.limit=200"])
-    assert code == 0
+    (d / "train").symlink_to(tiny_supernet, target_is_directory=True)
     profile = yaml.safe_load(LOCAL.read_text())
     profile.update(precision="int8", runs=3, warmup=1, rounds=1)
     (d / "int8.yaml").write_text(yaml.safe_dump(profile))
@@ -95,10 +93,9 @@ def test_bad_int8_requests_are_one_line_errors(run, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--supernet CKPT" in err and not (tmp_path / "t.yaml").exists()
     tflite = yaml.safe_load(LOCAL.read_text())
-    tflite.update(runtime="tflite", precision="int8")
-    tflite.pop("runtime_options", None)
+    tflite.update(runtime="tflite", precision="int8", runtime_options={"delegate": "gpu"})
     (tmp_path / "tflite8.yaml").write_text(yaml.safe_dump(tflite))
-    with pytest.raises(ConfigError, match="precision.*fp32 for runtime tflite"):
+    with pytest.raises(ConfigError, match="delegate.*xnnpack or none with precision int8"):
         load_profile(tmp_path / "tflite8.yaml")
     # fp16: refused in one line that names what lacks it (edgenas.export.tflite_fp16 measured why).
     fp16 = dict(yaml.safe_load(LOCAL.read_text()), precision="fp16")

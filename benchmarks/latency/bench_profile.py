@@ -2,6 +2,15 @@
 
     python benchmarks/latency/bench_profile.py [--space mbv3-w1.0] [--resolutions 160 176 192 208 224]
                                                [--rounds 1] [--validate 0] [--skip-ssh]
+                                               [--runtime tflite] [--precision int8 --supernet CKPT]
+                                               [--convert-only N]
+
+--runtime/--precision profile another configuration with local-cpu's measurement settings
+(warmup, runs, rounds); int8 needs --supernet, a trained supernet of the space whose layers and
+training images calibrate the table (as `edgenas profile --supernet`). --convert-only N times
+only the writing of the first N layers of the table (for TFLite: litert-torch conversion of
+N / LAYERS_PER_FILE files), prints seconds per layer and the extrapolation to the whole table,
+and measures nothing.
 
 Each round builds a fresh table on local-cpu, then the same table through a throwaway OpenSSH
 server on 127.0.0.1 (tests/sshd.py: its own host key, user key and known_hosts), and reports
@@ -31,7 +40,7 @@ def run(profile, out: Path, args, keep=False) -> float:
         out.unlink(missing_ok=True)
     t = time.perf_counter()
     report = profile_device(profile, args.space, resolutions=args.resolutions, out=out, calibrate=args.calibrate,
-                            progress=not args.quiet)
+                            progress=not args.quiet, activations=args.activations)
     seconds = time.perf_counter() - t
     print(json.dumps({**report.to_dict(), "wall_s": round(seconds, 1), "load_after": load()}), flush=True)
     return seconds
@@ -41,9 +50,59 @@ def ssh_profile(server, local):
     """The local-cpu measurement settings (warmup, runs, rounds) through sshd."""
     from edgenas.device import load_profile
 
-    lp = load_profile(local)
+    lp = local if not isinstance(local, (str, Path)) else load_profile(local)
     return server.profile(workdir=tempfile.gettempdir(), warmup=lp.warmup, runs=lp.runs, rounds=lp.rounds,
+                          runtime=lp.runtime, precision=lp.precision, runtime_options=dict(lp.runtime_options),
                           ssh={"command_timeout": 600})
+
+
+def configured(args):
+    """local-cpu's settings with --runtime/--precision; the activations an int8 table needs."""
+    from edgenas.device import DeviceProfile, load_profile
+
+    base = load_profile(args.profile)
+    if args.runtime == base.runtime and args.precision == base.precision:
+        profile = base
+    else:
+        profile = DeviceProfile.from_dict({
+            "name": base.name, "transport": "local", "runtime": args.runtime, "threads": base.threads,
+            "warmup": base.warmup, "runs": base.runs, "rounds": base.rounds, "precision": args.precision})
+    activations = None
+    if args.precision == "int8":
+        from edgenas.cli.profile import _activations
+
+        activations = _activations(argparse.Namespace(supernet=args.supernet, calib_images=args.calib_images,
+                                                      seed=0), profile_space(args))
+    return profile, activations
+
+
+def profile_space(args):
+    from edgenas.space import load_space
+
+    return load_space(args.space)
+
+
+def convert_only(profile, args) -> None:
+    """Time writing the first N layers of the table as the profiler writes them; extrapolate."""
+    from edgenas.latency.formats import model_format
+    from edgenas.latency.ops import enumerate_ops
+
+    space = profile_space(args)
+    ops = enumerate_ops(space, args.resolutions)
+    chunk = ops[:: max(1, len(ops) // args.convert_only)][:args.convert_only]  # spread over the resolutions
+    fmt = model_format(profile.runtime, profile.precision, args.activations)
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        if hasattr(fmt, "write_ops"):
+            fmt.write_ops(chunk, Path(d))
+        else:
+            for i, op in enumerate(chunk):
+                fmt.write_op(op, Path(d) / f"op{i}{fmt.suffix}")
+        seconds = time.perf_counter() - t
+    per = seconds / len(chunk)
+    print(json.dumps({"format": fmt.name, "layers": len(chunk), "seconds": round(seconds, 1),
+                      "seconds_per_layer": round(per, 3), "table_layers": len(ops),
+                      "extrapolated_table_writing_s": round(per * len(ops), 1), "load_after": load()}), flush=True)
 
 
 def main():
@@ -59,10 +118,20 @@ def main():
     ap.add_argument("--quiet", action="store_true")
     ap.add_argument("--profile", default=str(ROOT / "device_profiles" / "local-cpu.yaml"),
                     help="the local profile (its warmup, runs and rounds are used over SSH too)")
+    ap.add_argument("--runtime", choices=["onnxruntime", "tflite"], default="onnxruntime")
+    ap.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
+    ap.add_argument("--supernet", help="int8: a trained supernet checkpoint of the space")
+    ap.add_argument("--calib-images", type=int, default=32, help="int8: training images per layer's calibration")
+    ap.add_argument("--convert-only", type=int, metavar="N", help="only time writing N layers (see the docstring)")
     args = ap.parse_args()
+    if args.precision == "int8" and not args.supernet:
+        ap.error("--precision int8 needs --supernet CKPT")
+    profile, args.activations = configured(args)
+    if args.convert_only:
+        return convert_only(profile, args)
     out = ROOT / "benchmarks" / "latency" / "out"
     out.mkdir(parents=True, exist_ok=True)
-    local = Path(args.profile)
+    local = profile
     print(f"load before: {load()}", flush=True)
     server = None
     if not args.skip_ssh:
@@ -86,7 +155,8 @@ def main():
             server.stop()
     if args.validate:
         v = validate_table(out / f"local-{args.space}.yaml", local, args.validate,
-                           plot=out / f"local-{args.space}.validation.png", progress=not args.quiet)
+                           plot=out / f"local-{args.space}.validation.png", progress=not args.quiet,
+                           activations=args.activations)
         print(f"validation: {v.summary()} (load after: {load()})")
         details = {"archs": [str(a) for a in v.archs], "predicted": v.predicted.tolist(), "measured": v.measured.tolist()}
         (out / f"local-{args.space}.validation.json").write_text(json.dumps(details))
