@@ -6,8 +6,9 @@
                                                [--convert-only N]
 
 --runtime/--precision profile another configuration with local-cpu's measurement settings
-(warmup, runs, rounds); int8 needs --supernet, a trained supernet of the space whose layers and
-training images calibrate the table (as `edgenas profile --supernet`). --convert-only N times
+(warmup, runs, rounds); int8 layers are calibrated on --supernet, a trained supernet of the space
+and its training images (as `edgenas profile --supernet`), or without it on Fashion-MNIST images
+through a seeded random supernet (bench_configs.py's source; no trained mbv3-w1.0 ships). --convert-only N times
 only the writing of the first N layers of the table (for TFLite: litert-torch conversion of
 N / LAYERS_PER_FILE files), prints seconds per layer and the extrapolation to the whole table,
 and measures nothing.
@@ -27,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from edgenas.latency import profile_device, validate_table  # noqa: E402
 
@@ -68,11 +70,15 @@ def configured(args):
             "name": base.name, "transport": "local", "runtime": args.runtime, "threads": base.threads,
             "warmup": base.warmup, "runs": base.runs, "rounds": base.rounds, "precision": args.precision})
     activations = None
-    if args.precision == "int8":
+    if args.precision == "int8" and args.supernet:
         from edgenas.cli.profile import _activations
 
         activations = _activations(argparse.Namespace(supernet=args.supernet, calib_images=args.calib_images,
                                                       seed=0), profile_space(args))
+    elif args.precision == "int8":  # as bench_configs.py: real images through a seeded random supernet
+        from bench_configs import activation_source, calibration_images
+
+        activations = activation_source(args.space, calibration_images(args.calib_images))
     return profile, activations
 
 
@@ -120,12 +126,11 @@ def main():
                     help="the local profile (its warmup, runs and rounds are used over SSH too)")
     ap.add_argument("--runtime", choices=["onnxruntime", "tflite"], default="onnxruntime")
     ap.add_argument("--precision", choices=["fp32", "int8"], default="fp32")
-    ap.add_argument("--supernet", help="int8: a trained supernet checkpoint of the space")
+    ap.add_argument("--supernet", help="int8: a trained supernet checkpoint of the space (default: Fashion-MNIST "
+                                       "images through a seeded random supernet, as bench_configs.py)")
     ap.add_argument("--calib-images", type=int, default=32, help="int8: training images per layer's calibration")
     ap.add_argument("--convert-only", type=int, metavar="N", help="only time writing N layers (see the docstring)")
     args = ap.parse_args()
-    if args.precision == "int8" and not args.supernet:
-        ap.error("--precision int8 needs --supernet CKPT")
     profile, args.activations = configured(args)
     if args.convert_only:
         return convert_only(profile, args)
