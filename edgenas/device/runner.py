@@ -249,11 +249,11 @@ def measure_written(
             with tempfile.TemporaryDirectory(prefix="edgenas-models-") as d:
                 files, signatures = _entries(chunk if write is None else write(chunk, Path(d), stage))
                 if len(files) != len(chunk):
-                    raise ValueError(f"write() returned {len(files)} models for {len(chunk)} items")
+                    raise ValueError(f"write() returned {len(files)} model files for {len(chunk)} items")
                 paths = [f if s is None else (f, s) for f, s in zip(files, signatures)]
                 item_of = {(f, s): item for f, s, item in zip(files, signatures, chunk)}
                 if len(item_of) != len(chunk):
-                    raise ValueError("write() returned the same model for two items")
+                    raise ValueError("write() returned the same model file (or signature) for two items")
 
                 def arrived(r: MeasureResult) -> None:
                     if on_result is not None:
