@@ -33,48 +33,6 @@ strategy options (--option KEY=VALUE, repeatable; the results file records every
              tau_end (0.5), multiplier_lr (2)
 """
 
-def strategy_option(text: str) -> tuple[str, object]:
-    """KEY=VALUE for a search strategy's option: VALUE an integer, a finite number, true/false, or
-    a word (e.g. reward=soft). Whether the strategy takes KEY is checked when the search starts."""
-    from edgenas.cli.types import _FLOAT, _INT, _shown
-
-    key, sep, value = text.partition("=")
-    key, value = key.strip(), value.strip()
-    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", key) or not value:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. batch=50), got {_shown(text)}")
-    if _INT.fullmatch(value):
-        return key, int(value)
-    if _FLOAT.fullmatch(value):
-        number = float(value)
-        if not math.isfinite(number):
-            raise argparse.ArgumentTypeError(f"expected a finite number for {key}, got {_shown(value)}")
-        return key, number
-    if value in ("true", "false"):
-        return key, value == "true"
-    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,40}", value):
-        return key, value
-    raise argparse.ArgumentTypeError(f"expected a number, true/false or a word for {key}, got {_shown(value)}")
-
-
-def strategy_list(choices):
-    """A comma-separated list of strategy names, each one of `choices`, no repeats."""
-
-    from edgenas.cli.types import _shown
-
-    def parse(text: str) -> list[str]:
-        names = [n.strip() for n in text.split(",")]
-        bad = [n for n in names if n not in choices]
-        if bad or len(set(names)) != len(names) or len(names) < 1:
-            raise argparse.ArgumentTypeError(f"expected distinct names from {','.join(choices)}, separated by commas, "
-                                             f"got {_shown(text)}")
-        return names
-
-    parse.__name__ = "strategy list"
-    return parse
-
-
-
-
 def add_parser(subparsers) -> None:
     from edgenas.cli import add_common
     from edgenas.cli import types as T
@@ -105,7 +63,7 @@ def add_parser(subparsers) -> None:
                         "tpe (optuna's TPE), or differentiable: gradient descent on architecture logits through the "
                         "trained supernet (Gumbel-softmax paths, DARTS alternation, the latency budget as a "
                         "Lagrange-multiplier hard constraint), e.g. --strategy differentiable --steps 200 --freeze-weights")
-    p.add_argument("--compare", type=strategy_list(STRATEGY_NAMES), metavar="S1,S2,...",
+    p.add_argument("--compare", type=T.strategy_list(STRATEGY_NAMES), metavar="S1,S2,...",
                    help="run each strategy at the same number of evaluations (--evaluations, default population "
                         "x (generations + 1)) and plot their best-so-far curves on one figure (--plot); each "
                         "results file is --out with -STRATEGY before its suffix")
@@ -114,7 +72,7 @@ def add_parser(subparsers) -> None:
                         "accuracy x (cost / budget) ^ w, no repair)")
     p.add_argument("--reward-exponent", type=T.number(-10.0, 10.0, lo_open=False), default=-0.07, metavar="W",
                    help="rl --reward soft: the exponent w (default -0.07, MnasNet's)")
-    p.add_argument("--option", type=strategy_option, action="append", default=[], metavar="KEY=VALUE",
+    p.add_argument("--option", type=T.strategy_option, action="append", default=[], metavar="KEY=VALUE",
                    help="any other option of the strategy (see below), e.g. --option batch=100; with --compare, "
                         "each strategy that takes it")
     p.add_argument("--predictor", metavar="PRED", help="accuracy predictor (default: CKPT's .predictor.pt)")

@@ -88,6 +88,43 @@ batch_size = count(1, MAX_BATCH)
 resolution = count(1, MAX_RESOLUTION)
 
 
+def strategy_list(choices):
+    """A comma-separated list of strategy names, each one of `choices`, no repeats."""
+
+    def parse(text: str) -> list[str]:
+        names = [n.strip() for n in text.split(",")]
+        bad = [n for n in names if n not in choices]
+        if bad or len(set(names)) != len(names) or len(names) < 1:
+            raise argparse.ArgumentTypeError(f"expected distinct names from {','.join(choices)}, separated by commas, "
+                                             f"got {_shown(text)}")
+        return names
+
+    parse.__name__ = "strategy list"
+    return parse
+
+
+def strategy_option(text: str) -> tuple[str, object]:
+    """KEY=VALUE for a search strategy's option: VALUE an integer, a finite number, true/false, or
+    a word (e.g. reward=soft). Whether the strategy takes KEY is checked when the search starts."""
+
+    key, sep, value = text.partition("=")
+    key, value = key.strip(), value.strip()
+    if not sep or not re.fullmatch(r"[a-z_][a-z0-9_]{0,40}", key) or not value:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE (e.g. batch=50), got {_shown(text)}")
+    if _INT.fullmatch(value):
+        return key, int(value)
+    if _FLOAT.fullmatch(value):
+        number = float(value)
+        if not math.isfinite(number):
+            raise argparse.ArgumentTypeError(f"expected a finite number for {key}, got {_shown(value)}")
+        return key, number
+    if value in ("true", "false"):
+        return key, value == "true"
+    if re.fullmatch(r"[A-Za-z][A-Za-z0-9_.-]{0,40}", value):
+        return key, value
+    raise argparse.ArgumentTypeError(f"expected a number, true/false or a word for {key}, got {_shown(value)}")
+
+
 def walk_flags(parser, path: tuple[str, ...] = ()):
     """(subcommand path, action) for every option of `parser` and its subcommands that has a
     type: what the flag tests and the bad-input benchmark feed values to."""
