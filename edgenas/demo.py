@@ -2,9 +2,10 @@
 
     train a mbv3-tiny supernet on the bundled digits
       -> build its accuracy predictor
-      -> profile this machine's CPU (local transport, onnxruntime) into a latency table, and one
-         table more for each other runtime and precision exported (TFLite fp32 and int8)
+      -> profile this machine's CPU (local transport, onnxruntime) into a latency table
       -> search the best subnet under a budget in the middle of the table's reachable range
+      -> one table more for each other runtime and precision exported (TFLite fp32 and int8), at
+         the winner's resolution, to predict its files
       -> fine-tune it briefly (distilled from the supernet's largest subnet), when the training's
          measured speed says that fits in FINETUNE_SECONDS
       -> export it (ONNX; TFLite and TFLite int8 when litert-torch is installed), checked against
@@ -154,7 +155,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
                     "`edgenas search --latency-table %s` will ask for --force: delete it and rerun the demo when the "
                     "machine is quieter", table_path)
     formats = formats or _available_formats()
-    other_tables = _other_tables(formats, supernet, dataset, space, out, seed, progress)
     step("profile")
 
     # 4. Search under the midpoint of the reachable latency range.
@@ -179,6 +179,10 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         best = result.best
         arch = edgenas.Arch.parse(best["arch"], space)
         step("search")
+        # The tables of the other exported formats predict only the winner's file: profiled at its
+        # resolution alone (a TFLite layer costs seconds of conversion), resumed on a retry.
+        other_tables = _other_tables(formats, supernet, dataset, space, out, seed, progress, arch.resolution)
+        step("profile")
 
         # 5. Fine-tune the winner when that fits the time budget (else export the inherited weights,
         # BN recalibrated), then export it, checked against PyTorch on the test split.
@@ -247,10 +251,10 @@ def _check_export(exported) -> None:
             exported.raise_for_failures()
 
 
-def _other_tables(formats, supernet, dataset, space, out: Path, seed: int, progress) -> dict:
+def _other_tables(formats, supernet, dataset, space, out: Path, seed: int, progress, resolution: int) -> dict:
     """(runtime, precision) -> the latency table of this CPU for each exported format the search
-    table (onnxruntime fp32) does not predict: profiled like it, int8 layers calibrated on the
-    supernet's activations of training images."""
+    table (onnxruntime fp32) does not predict, at `resolution`: profiled like it, int8 layers
+    calibrated on the supernet's activations of training images."""
     import torch
 
     import edgenas
@@ -268,8 +272,8 @@ def _other_tables(formats, supernet, dataset, space, out: Path, seed: int, progr
             images = dataset.sample_images("train", CALIB_IMAGES, torch.Generator().manual_seed(seed))
             activations = ActivationSource(supernet, images, f"{len(images)} {dataset.name} training images", seed=seed)
         path = out / f"latency_table_{name}.yaml"
-        edgenas.profile_device(profile, space, out=path, calibrate=OTHER_CALIBRATION, progress=progress is not False,
-                               seed=seed, activations=activations)
+        edgenas.profile_device(profile, space, resolutions=[resolution], out=path, calibrate=OTHER_CALIBRATION,
+                               progress=progress is not False, seed=seed, activations=activations)
         tables[(fmt.runtime, fmt.precision)] = edgenas.LatencyTable.load(path)
     return tables
 
