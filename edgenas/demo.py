@@ -20,6 +20,7 @@ interrupted demo resumes where it stopped when run again with the same --out.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
@@ -46,8 +47,8 @@ RETRIES = 2
 FINETUNE_EPOCHS = 2
 FINETUNE_SECONDS = 90.0
 # Whole subnets that calibrate the tables of the other exported formats: each is converted once
-# (TFLite conversions take seconds), and 12 still let the table's check judge its measurements.
-OTHER_CALIBRATION = 12
+# (TFLite conversions take seconds), and 8 still let the table's check judge its measurements.
+OTHER_CALIBRATION = 8
 # int8 tables and files: training images whose activations calibrate the quantization.
 CALIB_IMAGES = 64
 
@@ -169,6 +170,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     log.info("demo: reachable latency %.3f..%.3f ms on this CPU; budget %.3f ms, searching under %.3f ms "
              "(the table's error margin is %.0f%%)", reach.minimum, reach.maximum, budget, target, 100 * margin)
     final_profile = edgenas.DeviceProfile.from_dict(LOCAL_CPU_FINAL, source="edgenas demo")
+    searched = [f for f in formats if f in formats_for("onnxruntime")]  # what the search's table predicts
     for attempt in range(1 + RETRIES):
         result = edgenas.search_subnets(space, predictor, [edgenas.Constraint(latency, target)], "evolution",
                                         seed=seed, resolutions=info.trained_resolutions,
@@ -179,10 +181,6 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         best = result.best
         arch = edgenas.Arch.parse(best["arch"], space)
         step("search")
-        # The tables of the other exported formats predict only the winner's file: profiled at its
-        # resolution alone (a TFLite layer costs seconds of conversion), resumed on a retry.
-        other_tables = _other_tables(formats, supernet, dataset, space, out, seed, progress, arch.resolution)
-        step("profile")
 
         # 5. Fine-tune the winner when that fits the time budget (else export the inherited weights,
         # BN recalibrated), then export it, checked against PyTorch on the test split.
@@ -193,17 +191,18 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
             checkpoint = tuned
         else:
             net, ft_info, checkpoint = supernet.subnet(arch, dataset, bn_images=2000, seed=seed), None, train_dir / "supernet.pt"
-        meta = edgenas.ExportMetadata(space=space, latency_tables=[table, *other_tables.values()], budget_ms=budget,
+        meta = edgenas.ExportMetadata(space=space, latency_tables=[table], budget_ms=budget,
                                       source={"checkpoint": str(checkpoint), "results": str(out / "search.json")},
                                       finetune=ft_info.finetune if ft_info is not None else None)
-        exported = edgenas.export_subnet(net, formats, out / "export", metadata=meta, dataset=dataset)
+        # While the pick may change, only the files the search's table predicts (TFLite
+        # conversions take seconds each); every format once the pick is final.
+        exported = edgenas.export_subnet(net, searched or formats, out / "export", metadata=meta, dataset=dataset)
         _check_export(exported)
         step("export")
 
         # 6. Measure the exported files on this CPU. Over the budget, search again with the target
         # corrected by what this subnet measured against its prediction (the loop a user would run).
-        comparisons = (edgenas.measure_exports(exported, final_profile, budget)
-                       if any(f in formats for f in formats_for("onnxruntime")) else [])
+        comparisons = edgenas.measure_exports(exported, final_profile, budget) if searched else []
         step("measure")
         measured = next((c.measured_ms for c in comparisons if c.format == "onnx"), None)
         predicted = float(table.predict(arch, space))
@@ -213,7 +212,17 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         log.info("demo: %s measured %.3f ms, %.0f%% above its prediction and over the %.3f ms budget; "
                  "searching again under %.3f ms", arch, measured, 100 * (measured / predicted - 1), budget, target)
 
-    # 7. Every other file on the profile of its runtime and precision, against its own table.
+    # 7. The other formats: their tables at the winner's resolution alone (a TFLite layer costs
+    # seconds of conversion), every file exported, and each measured on the profile of its runtime
+    # and precision against its own table.
+    other_tables = _other_tables(formats, supernet, dataset, space, out, seed, progress, arch.resolution)
+    step("profile")
+    if other_tables or not searched:
+        meta = dataclasses.replace(meta, latency_tables=[table, *other_tables.values()])
+        exported = edgenas.export_subnet(net, formats, out / "export", metadata=meta, dataset=dataset)
+        _check_export(exported)
+        step("export")
+        comparisons = edgenas.measure_exports(exported, final_profile, budget) if searched else []
     for (runtime, precision) in other_tables:
         profile_of = edgenas.DeviceProfile.from_dict(local_profile(runtime, precision, final=True), source="edgenas demo")
         comparisons += edgenas.measure_exports(exported, profile_of, None)

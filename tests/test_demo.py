@@ -82,3 +82,34 @@ def test_demo_searches_again_when_the_file_measures_over_budget(tmp_path, monkey
     card = load_card(tmp_path / "demo" / "export")
     assert card["arch"] == result.arch and card["finetune"]["accuracy_after"] == ft["accuracy_after"]
     assert 1 <= len(list((tmp_path / "demo" / "finetune").glob("*/finetuned.pt"))) <= len(calls)
+
+
+@pytest.mark.slow
+def test_demo_measures_every_format_against_its_own_table(demo_run, tmp_path):
+    """On the demo's own run directory (a copy), with an int8 format added: the int8 file's table
+    is profiled at the winner's resolution with the int8 profile, and each file is measured on its
+    own profile and compared with its own table's prediction."""
+    import shutil
+
+    import yaml
+
+    assert demo_run["run"].returncode == 0, demo_run["run"].stderr[-3000:]
+    out = tmp_path / "demo"
+    shutil.copytree(demo_run["out"], out)
+    quick = list(QUICK)
+    quick[quick.index("--formats") + 1] = "onnx,onnx-int8"
+    run = subprocess.run([sys.executable, "-m", "edgenas", "demo", "--out", str(out), *quick, "--json"],
+                         capture_output=True, text=True, timeout=1800)
+    assert run.returncode in (0, 1), run.stderr[-3000:]  # 1: the ONNX file measured over the budget
+    summary = json.loads(run.stdout)
+    assert set(summary["measured_ms"]) == {"onnx", "onnx-int8"}
+    assert all(ms > 0 for ms in summary["measured_ms"].values())
+    assert all(ms > 0 for ms in summary["predicted_by_format"].values())
+    tables = summary["tables"]
+    assert "_int8" in tables["onnx-int8"] and "_int8" not in tables["onnx"]
+    header = yaml.safe_load((out / "latency_table_onnx-int8.yaml").read_text())["header"]
+    resolution = int(summary["arch"].split("_")[0][1:])
+    assert header["precision"] == "int8" and header["resolutions"] == [resolution]
+    card = json.loads((out / "export" / "model.json").read_text())
+    measured = {m["format"]: m for m in card["latency"]["measured"]}
+    assert measured["onnx-int8"]["table"] == tables["onnx-int8"] and measured["onnx"]["table"] == tables["onnx"]
