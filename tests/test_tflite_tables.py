@@ -38,7 +38,7 @@ def _alone(structure: dict) -> list:
 
 @pytest.fixture(scope="module")
 def layers(tmp_path_factory):
-    """Three mbv3-w1.0 layers of very different cost (the stem at 160 px, an SE block, the
+    """Three mbv3-w1.0 layers (the stem at 160 px, an SE block, the
     classifier) in one file per precision, and each written alone by FORMATS[...].write."""
     d = tmp_path_factory.mktemp("sig")
     ops = enumerate_ops(load_space("mbv3-w1.0"), [160])
@@ -80,9 +80,9 @@ def _agent(job: dict, tmp_path) -> dict:
 
 
 def test_a_signature_times_as_the_layer_in_its_own_file(layers, tmp_path):
-    # Each signature of the many-layer file is timed closer to its own layer alone than to any
-    # other layer (the three differ by 5x and more); an agent that timed the primary subgraph, or
-    # every subgraph, for each signature would fail this on every try. A shared machine's slow
+    # Each signature of the many-layer file is timed as its own layer alone, within 2x, and not as
+    # the file's subgraphs together; an agent that timed every subgraph for each signature would
+    # fail this on every try (which subgraph runs is what the agent reports, checked below). A shared machine's slow
     # spell can distort one try, so up to three are made; the exact structure of each signature
     # is checked above.
     d, names = layers
@@ -100,11 +100,14 @@ def test_a_signature_times_as_the_layer_in_its_own_file(layers, tmp_path):
             sig = {n: res[f"sig-{n}"]["median_ms"] for n in names}
             alone = {n: res[f"alone-{n}"]["median_ms"] for n in names}
             tries.append((sig, alone))
-            nearest = {n: min(names, key=lambda m: abs(np.log(sig[n] / alone[m]))) for n in names}
-            if all(nearest[n] == n for n in names):
+            # Within 2x of the layer alone, and well below all three together: an agent that ran
+            # every subgraph for each signature would measure their sum (these small layers cost
+            # about as much as one call, so they are not told apart by their times).
+            ok = all(0.5 < sig[n] / alone[n] < 2.0 and sig[n] < 0.75 * sum(alone.values()) for n in names)
+            if ok:
                 break
         else:
-            pytest.fail(f"{many}: a signature timed nearer another layer than its own in every try: {tries}")
+            pytest.fail(f"{many}: a signature was not timed as its own layer in any try: {tries}")
 
 
 def test_the_agent_reports_a_missing_signature_and_goes_on(layers, tmp_path):

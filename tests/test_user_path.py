@@ -196,7 +196,7 @@ def test_export_from_the_search_in_every_format_and_measure(chain):
 
     # Exit 1 is what export documents when a file fails its check (kept, marked invalid). A supernet
     # trained for a few steps is near chance, so its int8 files may disagree with fp32 on close
-    # calls: only that failure is allowed here; every float file must pass its parity check.
+    # calls or lose a point of accuracy: only those failures are allowed here; every float file must pass its parity check.
     proc = chain.get("export", ok=(0, 1))
     best = load_results(chain.work / "search-evolution.json").entry(1)
     card = load_card(chain.work / "export")
@@ -207,7 +207,7 @@ def test_export_from_the_search_in_every_format_and_measure(chain):
     for fmt, entry in card["files"].items():
         assert (chain.work / "export" / entry["file"]).stat().st_size > 0
         if "int8" in fmt and not entry["valid"]:
-            assert "top-1 agreement" in entry["error"], (fmt, entry)
+            assert "top-1 agreement" in entry["error"] or "accuracy drops" in entry["error"], (fmt, entry)
         else:
             assert entry["valid"] is True, (fmt, entry)
     assert proc.returncode == (0 if card["valid"] else 1) and card["valid"] == all(
