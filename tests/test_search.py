@@ -150,6 +150,9 @@ def test_budget_above_the_largest_subnet_returns_the_largest(strategy):
     ("evolution", {"population": 40, "generations": 15}),
     ("nsga2", {"population": 40, "generations": 15}),
     ("random", {"evaluations": 600}),
+    ("rl", {"evaluations": 400, "batch": 40}),
+    ("rl", {"evaluations": 400, "batch": 40, "reward": "soft"}),
+    ("tpe", {"evaluations": 80}),
 ])
 def test_every_returned_arch_meets_every_budget(strategy, options, ofa_note10_dir):
     space = load_space("mbv3-w1.2")
