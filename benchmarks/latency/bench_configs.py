@@ -192,6 +192,11 @@ def main() -> None:
             v = validate_table(table_path, profile_path, args.validate, seed=1, progress=not args.quiet,
                                plot=OUT / f"{name}-{args.space}-validation.png", activations=acts)
             entry["validation"] = v.to_dict()
+            # every held-out subnet as measured (at the table's device speed): the few-shot benchmark
+            # (bench_fewshot.py) validates its transferred tables on these same measurements
+            entry["validation_subnets"] = [{"arch": str(a), "measured_ms": round(float(m), 5),
+                                            "predicted_ms": round(float(p), 5)}
+                                           for a, m, p in zip(v.archs, v.compared, v.predicted)]
             entry["validation_s"] = round(time.perf_counter() - t0, 1)
             print(f"{name}: {v.summary()}", flush=True)
         if args.exports:
