@@ -163,6 +163,9 @@ def main() -> None:
     record = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "load_before": load(),
               "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "configs": {}}
     results_path = OUT / "results.json"
+    if results_path.exists():  # configurations run in separate runs land side by side, each with its command
+        earlier = json.loads(results_path.read_text())
+        record["configs"] = {k: v for k, v in earlier.get("configs", {}).items() if k not in args.configs}
     for name in args.configs:
         cfg = CONFIGS[name]
         profile_path = make_profile(name, cfg, args)
@@ -172,7 +175,8 @@ def main() -> None:
         table_path = OUT / f"{name}-{args.space}.yaml"
         if not args.keep:
             table_path.unlink(missing_ok=True)
-        entry: dict = {"profile": str(profile_path.relative_to(ROOT)), "load_before": load()}
+        entry: dict = {"profile": str(profile_path.relative_to(ROOT)), "command": record["command"],
+                       "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_before": load()}
         t0 = time.perf_counter()
         report = profile_device(profile_path, args.space, resolutions=args.resolutions, out=table_path,
                                 calibrate=args.calibrate, seed=0, progress=not args.quiet, activations=acts)
