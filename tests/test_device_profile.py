@@ -107,6 +107,10 @@ def test_tflite_defaults(tmp_path):
     assert prof.runtime_options["delegate"] == "xnnpack"
     assert prof.runtime_options["interpreter"] == "auto"
     assert prof.key() == "pi_tflite-xnnpack_t1"
+    assert "delegate_library" not in prof.runtime_options  # only the GPU delegate loads one (tables record these)
+    gpu = load_profile(write(tmp_path, with_(SSH_MIN, runtime="tflite", runtime_options={"delegate": "gpu"})))
+    assert gpu.runtime_options["delegate_library"] == "libtensorflowlite_gpu_delegate.so"
+    assert gpu.agent_options()["delegate_library"] == "libtensorflowlite_gpu_delegate.so"
 
 
 def test_key_tracks_runtime_options_and_threads_only():

@@ -180,7 +180,8 @@ class DeviceProfile:
             opts["spinning"] = bool(self.runtime_options.get("spinning", True))
         else:
             opts["delegate"] = self.runtime_options["delegate"]
-            opts["delegate_library"] = self.runtime_options["delegate_library"]
+            if "delegate_library" in self.runtime_options:
+                opts["delegate_library"] = self.runtime_options["delegate_library"]
             opts["interpreter"] = self.runtime_options["interpreter"]
         return opts
 
@@ -367,9 +368,10 @@ class _Parser:
             o = section_of(_OrtOptions, {} if data is None else data, "runtime_options")
             return {"providers": list(_or(o.providers, ("CPUExecutionProvider",))), "spinning": _or(o.spinning, True)}
         o = section_of(_TFLiteOptions, {} if data is None else data, "runtime_options")
-        return {"delegate": _or(o.delegate, "xnnpack"),
-                "delegate_library": _or(o.delegate_library, "libtensorflowlite_gpu_delegate.so"),
-                "interpreter": _or(o.interpreter, "auto")}
+        opts = {"delegate": _or(o.delegate, "xnnpack"), "interpreter": _or(o.interpreter, "auto")}
+        if opts["delegate"] == "gpu":  # the library only the GPU delegate loads (not recorded for the others)
+            opts["delegate_library"] = _or(o.delegate_library, "libtensorflowlite_gpu_delegate.so")
+        return opts
 
     @staticmethod
     def env(data: Any) -> dict[str, str]:
