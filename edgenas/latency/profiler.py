@@ -33,7 +33,7 @@ from edgenas.errors import DeviceError, EdgeNASError
 from edgenas.latency.formats import ModelFormat, model_format
 from edgenas.latency.ops import enumerate_ops, estimate_seconds, resolutions_of
 from edgenas.latency.calibration import SMALLEST_FLOOR, assess_calibration, choose_calibration, fit_calibration
-from edgenas.latency.table import LatencyPredictor, LatencyTable, entry
+from edgenas.latency.table import LatencyPredictor, LatencyTable, entry, now
 from edgenas.space import Arch, SearchSpace, load_space, sample
 from edgenas.space.arch import smallest as smallest_arch
 
@@ -75,6 +75,8 @@ class ProfileReport:
                             "per_type": {k: (c.get("per_type") or {}).get(k) for k in ("used", "cv_line", "cv_per_type")}},
             "estimate_s": round(self.estimate_s, 1), "seconds": round(self.seconds, 1),
             "phases": {k: round(v, 1) for k, v in self.phases.items()},
+            **({"few_shot": {k: fs.get(k) for k in ("k", "reference", "fit", "seconds")}}
+               if (fs := self.table.header.get("few_shot")) else {}),
         }
 
 
@@ -237,19 +239,33 @@ def _open_table(out: Path, profile: DeviceProfile, space: SearchSpace, fp: dict,
                 resolutions: list[int]) -> LatencyTable:
     if out.exists():
         table = LatencyTable.load(out)
+        check_same_device(table, out, profile, space, fp)
         h = table.header
-        table.space(space)  # raises if the table belongs to another space
-        if h.get("device", {}).get("profile_key") != profile.key():
-            raise EdgeNASError(f"{out} was measured with profile {h.get('device', {}).get('profile_key')}, not "
-                               f"{profile.key()}; pass another --out")
-        old = h.get("device", {}).get("fingerprint", {})
-        for k in _SAME_DEVICE:
-            if old.get(k) != fp.get(k):
-                raise EdgeNASError(f"{out} was measured on a device with {k} {old.get(k)!r}, this one has "
-                                   f"{fp.get(k)!r}; pass another --out to start a new table")
+        if "few_shot" in h:
+            _from_few_shot(table)
         h["resolutions"] = sorted(set(h.get("resolutions", [])) | set(resolutions))
         h.pop("failed", None)
         return table
+    return new_table(profile, space, fp, fmt, resolutions)
+
+
+def check_same_device(table: LatencyTable, out: Path, profile: DeviceProfile, space: SearchSpace, fp: dict) -> None:
+    """Raise unless the table at `out` was measured for `space` with `profile` on this device."""
+    h = table.header
+    table.space(space)  # raises if the table belongs to another space
+    if h.get("device", {}).get("profile_key") != profile.key():
+        raise EdgeNASError(f"{out} was measured with profile {h.get('device', {}).get('profile_key')}, not "
+                           f"{profile.key()}; pass another --out")
+    old = h.get("device", {}).get("fingerprint", {})
+    for k in _SAME_DEVICE:
+        if old.get(k) != fp.get(k):
+            raise EdgeNASError(f"{out} was measured on a device with {k} {old.get(k)!r}, this one has "
+                               f"{fp.get(k)!r}; pass another --out to start a new table")
+
+
+def new_table(profile: DeviceProfile, space: SearchSpace, fp: dict, fmt: ModelFormat,
+              resolutions: list[int]) -> LatencyTable:
+    """An empty table for `space` measured with `profile` on the device with fingerprint `fp`."""
     return LatencyTable.create(
         space, f"{profile.key()}-{space.name}",
         device={"profile": profile.name, "profile_key": profile.key(), "transport": profile.transport,
@@ -263,15 +279,32 @@ def _open_table(out: Path, profile: DeviceProfile, space: SearchSpace, fp: dict,
     )
 
 
+def _from_few_shot(table: LatencyTable) -> None:
+    """Start a full table from a few-shot one (edgenas.latency.fewshot): its layer entries were
+    transferred or modelled, not measured here, so they go; its whole subnets were measured on
+    this device, so they stay as calibration subnets (not measured again), and the header keeps
+    what the table was built from under `few_shot_history`."""
+    h = table.header
+    fs = h.pop("few_shot")
+    nets = (h.get("calibration") or {}).get("networks") or {}
+    h["few_shot_history"] = {"k": fs.get("k"), "reference": (fs.get("reference") or {}).get("name"),
+                             "subnets": [a for a in fs.get("subnets") or [] if a in nets],
+                             "converted": now()}
+    h["statistic"] = "median"
+    h.pop("validation", None)
+    h["calibration"] = {"overhead_ms": 0.0, "scale": 1.0, "offset_ms": 0.0, "networks": nets}
+    table.ops = {}
+    table.update_calibration()
+    log.info("%s: a few-shot table: its %d measured subnets are kept as calibration subnets, its layers are "
+             "measured now", table.name, len(h["few_shot_history"]["subnets"]))
+
+
 def _result_entry(r: MeasureResult) -> dict:
     return entry(r.mean_ms, r.median_ms, r.std_ms, r.count)
 
 
-def _measure_overhead(profile, t, fmt: ModelFormat, table: LatencyTable, saver: _Saver) -> None:
+def measure_overhead(profile, t, fmt: ModelFormat) -> MeasureResult:
     """The per-call overhead: a single ReLU on 8 numbers costs nothing but the call itself."""
-    cal = table.header.setdefault("calibration", {})
-    if "overhead" in cal:
-        return
     import torch
 
     write_overhead = getattr(fmt, "write_overhead", fmt.write_net)  # int8 tables: the fp32 call overhead
@@ -279,8 +312,19 @@ def _measure_overhead(profile, t, fmt: ModelFormat, table: LatencyTable, saver: 
         write_overhead(chunk[0], OVERHEAD_SHAPE, d / f"overhead{fmt.suffix}")], transport=t)
     if not r.ok:
         raise DeviceError(f"device '{profile.name}' cannot run even a one-node model: {r.error}")
+    return r
+
+
+OVERHEAD_MODEL = f"Relu on a {'x'.join(map(str, OVERHEAD_SHAPE))} tensor"
+
+
+def _measure_overhead(profile, t, fmt: ModelFormat, table: LatencyTable, saver: _Saver) -> None:
+    cal = table.header.setdefault("calibration", {})
+    if "overhead" in cal:
+        return
+    r = measure_overhead(profile, t, fmt)
     table.update_calibration(overhead_ms=round(r.median_ms, 6), overhead=_result_entry(r),
-                             overhead_model=f"Relu on a {'x'.join(map(str, OVERHEAD_SHAPE))} tensor")
+                             overhead_model=OVERHEAD_MODEL)
     saver.touch()
 
 
@@ -363,7 +407,8 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
         fresh = [a for a in todo if passes[a] == 0]
         measure_networks(profile, fmt, space, todo, t, progress=progress, position=position,
                          desc=f"{profile.name} calibration", on_result=stored, repeats=2 if fresh else 1)
-    used = [a for a in archs if str(a) in nets]
+    kept = [Arch.parse(a, space) for a in (table.header.get("few_shot_history") or {}).get("subnets") or []]
+    used = [a for a in archs if str(a) in nets] + [a for a in kept if a not in archs and str(a) in nets]
     raw = [table.predict_raw(a, space) for a in used]
     measured = [float(nets[str(a)]["median"]) for a in used]
     smallest = [smallest_arch(space, r) for r in res]
@@ -374,9 +419,7 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
                                 smallest_raw_ms=min(table.predict_raw(a, space) for a in smallest))
     model = choice.calibration(fitted)
     if model.per_type:  # hold the floor at the lowest subnet under these scales, found over the whole space
-        sub = space.replace(resolutions=tuple(res))
-        low = float(np.nanmin(LatencyPredictor(table, sub, model).lowest()))
-        choice.offset_ms = max(choice.offset_ms, model.overhead_ms - low, -(1 - SMALLEST_FLOOR) * low)
+        choice.offset_ms = held_offset(table, space, res, model)
         model = choice.calibration(fitted)
     check = assess_calibration(raw, measured, model, [nets[str(a)].get("repeat_median") for a in used],
                                predicted_ms=[table.predict(a, space, calibration=model) for a in used])
@@ -394,6 +437,16 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
         log.warning("%s", check.warning(table.name))
     cal["networks"] = cal.pop("networks")  # keep it last in the header: it is long
     saver.touch()
+
+
+def held_offset(table: LatencyTable, space: SearchSpace, res: Sequence[int], model, floor_ms: float | None = None) -> float:
+    """`model`'s per-type offset, raised where the lowest subnet of the space at `res` under its
+    scales (found exactly) would lie below the floor: the call overhead (`floor_ms`, default the
+    model's overhead_ms) and SMALLEST_FLOOR of its scaled layers."""
+    sub = space.replace(resolutions=tuple(res))
+    low = float(np.nanmin(LatencyPredictor(table, sub, model).lowest()))
+    floor_ms = model.overhead_ms if floor_ms is None else floor_ms
+    return max(model.offset_ms, floor_ms - low, -(1 - SMALLEST_FLOOR) * low)
 
 
 def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpace, archs: Sequence[Arch],

@@ -2,7 +2,8 @@
 
 An edgenas table is `{header, ops}`; the header is open metadata (the profiler adds records to it)
 but the keys that predictions read are checked: format, format_version, name, space, statistic,
-resolutions and the calibration (overhead_ms, scale, offset_ms, per_type, networks). Every entry of `ops`
+resolutions, the calibration (overhead_ms, scale, offset_ms, per_type, networks) and a few-shot
+table's records (few_shot: k, seed, subnets, target_overhead; few_shot_history: subnets). Every entry of `ops`
 and of `calibration.networks` is a latency in milliseconds: finite, never negative. OFA's
 published `R_lookup_table.yaml` files are a mapping of layer keys to {count, mean, std}.
 """
@@ -100,6 +101,7 @@ def check_table(data: Any, source: str) -> tuple[dict, dict]:
                     raise Invalid("header.calibration.networks", nets, "a mapping of arch: {mean, median, ...}")
                 for arch, e in nets.items():
                     _entry(e, f"header.calibration.networks.{echo(arch)[1:-1]}", extra_ok=True)
+        _few_shot(header)
         if ops is None:
             ops = {}
         if not isinstance(ops, Mapping):
@@ -111,6 +113,31 @@ def check_table(data: Any, source: str) -> tuple[dict, dict]:
     except Invalid as exc:
         raise exc.at(source) from None
     return dict(header), dict(ops)
+
+
+def _few_shot(header: Mapping) -> None:
+    """The few-shot records (edgenas.latency.fewshot) that refining and a later full profile read."""
+    fs = header.get("few_shot")
+    if fs is not None:
+        if not isinstance(fs, Mapping):
+            raise Invalid("header.few_shot", fs, "a mapping (k, seed, subnets, target_overhead, reference, fit, ...)")
+        if "k" in fs:
+            value_of(int, fs["k"], "header.few_shot.k", {"min": 3, "max": 10**6})
+        if "seed" in fs:
+            value_of(int, fs["seed"], "header.few_shot.seed", {"min": 0, "max": 2**32 - 1})
+        if fs.get("subnets") is not None:
+            value_of(list[str], fs["subnets"], "header.few_shot.subnets")
+        if fs.get("target_overhead") is not None:
+            _entry(fs["target_overhead"], "header.few_shot.target_overhead", extra_ok=True)
+        for key in ("reference", "fit", "design"):
+            if fs.get(key) is not None and not isinstance(fs[key], Mapping):
+                raise Invalid(f"header.few_shot.{key}", fs[key], "a mapping")
+    history = header.get("few_shot_history")
+    if history is not None:
+        if not isinstance(history, Mapping):
+            raise Invalid("header.few_shot_history", history, "a mapping (k, reference, subnets, converted)")
+        if history.get("subnets") is not None:
+            value_of(list[str], history["subnets"], "header.few_shot_history.subnets")
 
 
 def looks_like_ofa(data: Any) -> bool:
