@@ -1,0 +1,293 @@
+"""How few whole subnets does a new device need? Few-shot tables against the full ones (issue #20).
+
+    python benchmarks/latency/bench_fewshot.py [--configs-dir benchmarks/latency/out/configs]
+        [--space mbv3-w1.0] [--pairs ort-fp32-t1:tflite-fp32-t1 ...] [--ks 5 10 20 40]
+        [--no-baseline] [--no-note10] [--note10-target ort-fp32-t1] [--holdout 100] [--drift-subnets 10]
+
+Inputs are what `bench_configs.py` wrote to `--configs-dir`: per configuration the full table
+`<config>-<space>.yaml`, its profile `profiles/<config>.yaml` and in `results.json` the table's
+build time, its validation and every held-out subnet's measured latency
+(`configs.<config>.validation_subnets`, at the full table's device speed).
+
+For each pair REFERENCE:TARGET (a configuration's full table transferred to another one):
+
+1. the few-shot table is built with the real profiler (`profile_few_shot`, the code behind
+   `edgenas profile TARGET --few-shot K --from-table REF`), for K = 5, 10, 20, 40 in turn on one
+   table file: each run measures only the subnets the previous one lacks (the design is nested),
+   so the K-table's build time is the sum of the runs up to K; each K-table is kept;
+2. each K-table predicts the target's held-out subnets. The device's speed drifts between the
+   full table's run and this one, so `--drift-subnets` of the held-out subnets are measured again
+   now; the median now / then ratio rescales the stored latencies (figures without it are kept
+   beside: `unadjusted`);
+3. against the full table's own validation (bench_configs'), the smallest K that matches it
+   (share within +-10% and Spearman both at least the full table's) and the time of each build.
+
+Without a reference (`macs:TARGET`, unless --no-baseline) the same for the MACs, params and
+activation-bytes baseline. With OFA's Note10 table (`latency_tables/ofa-note10`, space
+mbv3-w1.2, unless --no-note10) as the reference of `--note10-target` on this machine: that
+space has no bench_configs table, so its full table is built here (`profile_device`, 24
+calibration subnets) and `--holdout` held-out subnets are measured here, once, for both.
+
+Everything lands in benchmarks/latency/out/fewshot/ (git-ignored): tables, results.json (with
+the command line and the load average around each step) and fewshot.png, the curve of share
+within +-10%, Spearman and build time against K, with HELP's 10-sample rank correlation and
+LitePred's 99.3% within +-10% as published anchors. Timings are only meaningful on a quiet machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+OUT = ROOT / "benchmarks" / "latency" / "out" / "fewshot"
+NOTE10 = ROOT / "latency_tables" / "ofa-note10"
+PAIRS = ["ort-fp32-t1:tflite-fp32-t1", "ort-fp32-t1:tflite-int8-t1", "ort-fp32-t1:ort-int8-t1",
+         "ort-fp32-t1:ort-fp32-t2", "tflite-fp32-t1:ort-fp32-t1", "ort-int8-t1:ort-fp32-t1"]
+# Published anchors (as quoted in issue #20), drawn on the curve; not measured here.
+HELP = {"k": 10, "spearman": (0.91, 0.93), "label": "HELP (NeurIPS'21), 10 samples: rank corr. 0.91-0.93"}
+LITEPRED = {"within_10pct": 0.993, "label": "LitePred (NSDI'24): 99.3% within ±10%"}
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def scores(predicted, measured) -> dict:
+    from edgenas.latency.validate import spearman
+
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    rel = p / m - 1.0
+    return {"n": int(len(m)), "within_10pct": round(float(np.mean(np.abs(rel) <= 0.10)), 4),
+            "spearman": round(float(spearman(p, m)), 4), "rmse_ms": round(float(np.sqrt(np.mean((p - m) ** 2))), 4),
+            "mean_abs_pct_error": round(float(np.mean(np.abs(rel))) * 100, 2)}
+
+
+def activations_for(profile, space_name: str, cache: dict):
+    """int8 targets calibrate their models on real images, as bench_configs does."""
+    if profile.precision != "int8":
+        return None
+    if space_name not in cache:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from bench_configs import activation_source, calibration_images
+
+        cache[space_name] = activation_source(space_name, calibration_images(64))
+    return cache[space_name]
+
+
+def drift_of(profile, space, holdout: list, n: int, acts) -> tuple[float, int]:
+    """The device's latency now / when the held-out subnets were measured, from `n` of them."""
+    from edgenas.latency.formats import model_format
+    from edgenas.latency.profiler import measure_networks
+
+    if n <= 0:
+        return 1.0, 0
+    picks = holdout[:: max(len(holdout) // n, 1)][:n]
+    results = measure_networks(profile, model_format(profile.runtime, profile.precision, acts), space,
+                               [a for a, _ in picks], progress=False, desc="drift")
+    ratios = [r.median_ms / m for (_, m), r in zip(picks, results) if r.ok]
+    return (float(np.median(ratios)), len(ratios)) if ratios else (1.0, 0)
+
+
+def curve(name: str, profile, space, reference, holdout: list, ks: list[int], out_dir: Path, acts,
+          drift: float) -> dict:
+    """Few-shot tables for K in `ks` on one file (each run refines the last), each on the holdout."""
+    from edgenas.latency import LatencyTable
+    from edgenas.latency.fewshot import profile_few_shot
+
+    table_path = out_dir / f"{name}.yaml"
+    table_path.unlink(missing_ok=True)
+    archs = [a for a, _ in holdout]
+    then = np.array([m for _, m in holdout])
+    rows, total = {}, 0.0
+    for k in ks:
+        t0 = time.perf_counter()
+        report = profile_few_shot(profile, space, k, reference, out=table_path, seed=0, progress=False,
+                                  activations=acts, plot=out_dir / f"{name}-k{k}.few-shot.png")
+        seconds = time.perf_counter() - t0
+        total += seconds
+        kept = out_dir / f"{name}-k{k}.yaml"
+        shutil.copyfile(table_path, kept)
+        table = LatencyTable.load(kept)
+        pred = table.predict(archs, space)
+        fs = table.header["few_shot"]
+        rows[k] = {"table": str(kept.relative_to(ROOT)) if kept.is_relative_to(ROOT) else str(kept),
+                   "run_s": round(seconds, 1), "build_s": round(total, 1),
+                   "networks_measured": len(report.networks_measured), "load_after": load(),
+                   "model": fs["fit"]["model"], "fit_leave_one_out": fs["fit"]["leave_one_out"],
+                   "reliable": not table.unreliable,
+                   "holdout": scores(pred, then * drift), "unadjusted": scores(pred, then)}
+        h = rows[k]["holdout"]
+        print(f"{name} K={k}: {h['within_10pct']:.0%} within ±10%, Spearman {h['spearman']}, "
+              f"build {total:.0f} s", flush=True)
+    return rows
+
+
+def matching_k(rows: dict, full: dict | None) -> int | None:
+    """The smallest K whose share within +-10% and Spearman both reach the full table's."""
+    if not full:
+        return None
+    for k in sorted(rows):
+        h = rows[k]["holdout"]
+        if h["within_10pct"] >= full["within_10pct"] and h["spearman"] >= full["spearman"]:
+            return k
+    return None
+
+
+def note10_target(args, configs_dir: Path, out_dir: Path, cache: dict) -> tuple:
+    """(profile, space, holdout, full-table validation, full build s) for the Note10 pair, built here."""
+    from edgenas.device import load_profile
+    from edgenas.latency import LatencyTable, profile_device
+    from edgenas.latency.formats import model_format
+    from edgenas.latency.profiler import measure_networks
+    from edgenas.latency.validate import validation_archs
+
+    profile_path = configs_dir / "profiles" / f"{args.note10_target}.yaml"
+    profile = load_profile(profile_path)
+    reference = LatencyTable.load(NOTE10)
+    space = reference.space()
+    res = reference.resolutions
+    acts = activations_for(profile, space.name, cache)
+    full_path = out_dir / f"{args.note10_target}-{space.name}.yaml"
+    full_path.unlink(missing_ok=True)
+    t0 = time.perf_counter()
+    profile_device(profile, space, resolutions=res, out=full_path, calibrate=24, seed=0, progress=False,
+                   activations=acts)
+    full_s = time.perf_counter() - t0
+    archs = validation_archs(space, res, args.holdout, seed=1)
+    results = measure_networks(profile, model_format(profile.runtime, profile.precision, acts), space, archs,
+                               progress=False, desc="holdout")
+    holdout = [(a, r.median_ms) for a, r in zip(archs, results) if r.ok]
+    full = LatencyTable.load(full_path)
+    return profile, space, reference, holdout, scores(full.predict([a for a, _ in holdout], space),
+                                                      [m for _, m in holdout]), full_s, acts
+
+
+def plot(record: dict, path: Path) -> None:
+    from matplotlib.figure import Figure
+
+    from edgenas.io import atomic_write
+
+    fig = Figure(figsize=(14, 4.5), dpi=120)
+    ax_w, ax_s, ax_t = fig.subplots(1, 3)
+    for i, (name, pair) in enumerate(record["pairs"].items()):
+        if not pair.get("curve"):
+            continue
+        color = f"C{i % 10}"
+        ks = sorted(int(k) for k in pair["curve"])
+        rows = [pair["curve"][str(k)] if str(k) in pair["curve"] else pair["curve"][k] for k in ks]
+        ax_w.plot(ks, [100 * r["holdout"]["within_10pct"] for r in rows], "o-", color=color, label=name)
+        ax_s.plot(ks, [r["holdout"]["spearman"] for r in rows], "o-", color=color, label=name)
+        ax_t.plot(ks, [r["build_s"] for r in rows], "o-", color=color, label=name)
+        full = pair.get("full") or {}
+        if full.get("validation"):
+            ax_w.axhline(100 * full["validation"]["within_10pct"], color=color, ls=":", lw=1)
+            ax_s.axhline(full["validation"]["spearman"], color=color, ls=":", lw=1)
+        if full.get("build_s"):
+            ax_t.axhline(full["build_s"], color=color, ls=":", lw=1)
+    ax_w.axhline(100 * LITEPRED["within_10pct"], color="k", ls="--", lw=1, label=LITEPRED["label"])
+    ax_w.axhline(95, color="grey", ls="-.", lw=1, label="goal at K=20: 95%")
+    ax_s.errorbar([HELP["k"]], [np.mean(HELP["spearman"])], yerr=[[np.diff(HELP["spearman"])[0] / 2]] * 2, fmt="ks",
+                  label=HELP["label"])
+    ax_s.axhline(0.95, color="grey", ls="-.", lw=1, label="goal at K=20: 0.95")
+    for ax, ylabel in ((ax_w, "held-out subnets within ±10% (%)"), (ax_s, "Spearman, held-out subnets"),
+                       (ax_t, "build time (s)")):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("K (whole subnets measured on the target)")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+    ax_w.legend(fontsize=6, loc="lower right")
+    ax_s.legend(fontsize=6, loc="lower right")
+    ax_t.set_title("dotted: the full table of the target", fontsize=8)
+    ax_w.set_title("dotted: the full table's own validation", fontsize=8)
+    fig.tight_layout()
+    atomic_write(path, lambda f: fig.savefig(f, format="png"))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--configs-dir", type=Path, default=ROOT / "benchmarks" / "latency" / "out" / "configs")
+    ap.add_argument("--space", default="mbv3-w1.0")
+    ap.add_argument("--pairs", nargs="+", default=PAIRS, metavar="REF:TARGET")
+    ap.add_argument("--ks", type=int, nargs="+", default=[5, 10, 20, 40])
+    ap.add_argument("--no-baseline", action="store_true", help="skip the MACs-only baseline of each target")
+    ap.add_argument("--no-note10", action="store_true", help="skip OFA's Note10 table as a reference")
+    ap.add_argument("--note10-target", default="ort-fp32-t1")
+    ap.add_argument("--holdout", type=int, default=100, help="held-out subnets measured for the Note10 pair")
+    ap.add_argument("--drift-subnets", type=int, default=10)
+    ap.add_argument("--out", type=Path, default=OUT)
+    args = ap.parse_args()
+
+    from edgenas.device import load_profile
+    from edgenas.latency import LatencyTable
+    from edgenas.space import Arch, load_space
+
+    out_dir = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ks = sorted(set(args.ks))
+    configs = json.loads((args.configs_dir / "results.json").read_text())["configs"]
+    space = load_space(args.space)
+    record = {"command": "python " + " ".join(shlex.quote(a) for a in sys.argv), "date": time.strftime(
+        "%Y-%m-%d %H:%M:%S UTC", time.gmtime()), "load_before": load(), "ks": ks,
+        "anchors": {"help": HELP, "litepred": LITEPRED}, "pairs": {}}
+    pairs = list(args.pairs)
+    if not args.no_baseline:
+        pairs += [f"macs:{t}" for t in dict.fromkeys(p.split(":")[1] for p in args.pairs)]
+    cache: dict = {}
+    drifts: dict = {}
+    results_path = out_dir / "results.json"
+    for pair in pairs:
+        ref_name, target = pair.split(":")
+        entry: dict = {"reference": ref_name, "target": target, "space": space.name}
+        record["pairs"][pair] = entry
+        ref_path = args.configs_dir / f"{ref_name}-{space.name}.yaml"
+        target_cfg = configs.get(target) or {}
+        profile_path = args.configs_dir / "profiles" / f"{target}.yaml"
+        missing = [str(p) for p in ([] if ref_name == "macs" else [ref_path]) + [profile_path] if not p.exists()]
+        if not target_cfg.get("validation_subnets"):
+            missing.append(f"results.json configs.{target}.validation_subnets")
+        if missing:
+            entry["skipped"] = f"not there yet: {', '.join(missing)}"
+            print(f"{pair}: skipped, {entry['skipped']}", flush=True)
+            continue
+        profile = load_profile(profile_path)
+        acts = activations_for(profile, space.name, cache)
+        holdout = [(Arch.parse(s["arch"], space), float(s["measured_ms"])) for s in target_cfg["validation_subnets"]]
+        if target not in drifts:
+            drifts[target] = drift_of(profile, space, holdout, args.drift_subnets, acts)
+        entry["drift"], entry["drift_subnets"] = round(drifts[target][0], 4), drifts[target][1]
+        entry["full"] = {"table": target_cfg.get("profile"), "build_s": target_cfg.get("table_s"),
+                         "validation": {k: target_cfg["validation"][k] for k in ("n", "within_10pct", "spearman",
+                                                                                 "rmse_ms", "mean_abs_pct_error")}}
+        reference = None if ref_name == "macs" else LatencyTable.load(ref_path)
+        entry["curve"] = curve(pair.replace(":", "-to-"), profile, space, reference, holdout, ks, out_dir, acts,
+                               drifts[target][0])
+        entry["matches_full_at_k"] = matching_k(entry["curve"], entry["full"]["validation"])
+        results_path.write_text(json.dumps(record, indent=1, default=str))
+    if not args.no_note10:
+        pair = f"ofa-note10:{args.note10_target}"
+        t0 = time.perf_counter()
+        profile, n_space, reference, holdout, full_v, full_s, acts = note10_target(args, args.configs_dir, out_dir, cache)
+        entry = {"reference": "ofa-note10 (latency_tables/ofa-note10)", "target": args.note10_target,
+                 "space": n_space.name, "holdout_measured_here": len(holdout),
+                 "full": {"build_s": round(full_s, 1), "validation": full_v}, "setup_s": round(time.perf_counter() - t0, 1)}
+        record["pairs"][pair] = entry
+        entry["curve"] = curve(f"ofa-note10-to-{args.note10_target}-{n_space.name}", profile, n_space, reference,
+                               holdout, ks, out_dir, acts, 1.0)
+        entry["matches_full_at_k"] = matching_k(entry["curve"], full_v)
+    record["load_after"] = load()
+    results_path.write_text(json.dumps(record, indent=1, default=str))
+    plot(json.loads(results_path.read_text()), out_dir / "fewshot.png")
+    print(json.dumps({p: {"matches_full_at_k": e.get("matches_full_at_k"), "skipped": e.get("skipped")}
+                      for p, e in record["pairs"].items()}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
