@@ -61,7 +61,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--runs", type=T.count(1, T.MAX_RUNS), help="timed runs per model (default: the profile's)")
     p.add_argument("--chunk-size", type=T.count(1, T.MAX_RUNS), default=500,
                    help="layer models uploaded and measured per agent run (with rounds > 1 their rounds interleave)")
-    p.add_argument("--seed", type=T.seed, default=0, help="seed of the calibration and validation subnets")
+    p.add_argument("--seed", type=T.seed, default=0, help="seed of the calibration, validation and few-shot subnets")
     p.add_argument("--json", action="store_true", help="print one JSON report per device on stdout")
     p.add_argument("--supernet", metavar="CKPT",
                    help="int8 profiles: the trained supernet whose layers and training images calibrate every "

@@ -504,6 +504,7 @@ def _fit_into(table: LatencyTable, space: SearchSpace, res: Sequence[int], archs
     from edgenas.latency.validate import ValidationReport, plot_validation
 
     h = table.header
+    h.pop("validation", None)  # it validated the previous fit
     nets = h["calibration"]["networks"]
     measured = [_median(nets[str(a)]) for a in archs]
     if ref is not None:
