@@ -368,3 +368,35 @@ def test_the_table_schema_checks_the_few_shot_records(tmp_path, five):
         path.write_text(yaml.safe_dump(bad))
         with pytest.raises(ConfigError, match=words.replace(".", r"\.")):
             LatencyTable.load(path)
+
+
+def _fitted(space, reference, archs, measured, tmp_path):
+    """The table the profiler writes from these measurements (its own fitting step)."""
+    table = LatencyTable.create(space, "few", calibration={"networks": {str(a): {"mean": m, "median": m, "std": 0.0,
+                                                                                 "count": 1}
+                                                                      for a, m in zip(archs, measured)}})
+    table.header["few_shot"] = {"k": len(archs), "seed": 0, "subnets": [str(a) for a in archs]}
+    F._fit_into(table, space, list(space.resolutions), archs, 0.05, reference, tmp_path / "fit.png")
+    return LatencyTable.load(table.save(tmp_path / "few.yaml"))
+
+
+def test_the_transfer_is_kept_where_it_predicts_better_and_the_baseline_used_where_not(space, reference, tmp_path):
+    res = list(space.resolutions)
+    archs = F.design_subnets(space, res, 20, reference=reference)
+    held = sample(space, np.random.default_rng(9), 100)
+    # A device like the reference, per op type: the transfer.
+    truth = target_of(reference, space)
+    table = _fitted(space, reference, archs, [truth(a) for a in archs], tmp_path)
+    fs = table.header["few_shot"]
+    assert fs["fit"]["compared"]["used"] == "transfer" and fs["ops"].startswith("transferred")
+    assert table.ops == {op.key: reference.ops[op.key] for op in enumerate_ops(space, res)}
+    assert within(table.predict(held), [truth(a) for a in held], 0.10) >= 0.95
+    assert fs["fit"]["leave_one_out"]["n"] == 20 and (tmp_path / "fit.png").is_file()
+    # A device whose latency follows MACs, which the reference's per-layer factors do not: the baseline.
+    macs = lambda a: 2e-7 * arch_cost(space, a).macs + 0.2  # noqa: E731
+    table = _fitted(space, reference, archs, [macs(a) for a in archs], tmp_path)
+    fs = table.header["few_shot"]
+    compared = fs["fit"]["compared"]
+    assert compared["used"] == "baseline" and compared["baseline"] < compared["transfer"]
+    assert fs["ops"].startswith("modelled") and fs["reference"]["name"] == "ref-device"
+    assert within(table.predict(held), [macs(a) for a in held], 0.02) == 1.0

@@ -25,9 +25,13 @@ offset, `fit_calibration`) and the per-type scales shrunk toward it (`fit_per_ty
 s_t / s - 1, in units of each type's share of the latency, within the line's bounds and above
 the floor at the smallest subnets, floored at the target's measured call overhead). With K = 5
 and about 15 op types the shrinkage decides: it is chosen by leave-one-out over the K subnets
-from SHRINKS (the line alone first; a less shrunk model must lower the leave-one-out error by
-CHOICE_MARGIN to be taken).
+from SHRINKS by the one-standard-error rule: the line alone first, and a less shrunk model only
+where its leave-one-out error is lower by more than one standard error of the best's (and by
+CHOICE_MARGIN at least).
 
+With a reference the baseline below is fitted too, and used instead where its leave-one-out
+error is lower by more than one standard error (the reference then does not describe the device; the header's
+`few_shot.fit.compared` has both errors and `few_shot.ops` says which entries the table holds).
 Without a reference (`reference=None`) the baseline is a linear model of the network's MACs,
 parameters and activation memory traffic plus the call overhead (`fit_baseline`). It is a table
 too: each layer's entry is a * MACs + b * params + c * activation bytes of that layer (the
@@ -90,7 +94,7 @@ POOL = 2000  # distinct candidate subnets the design picks from
 EPS = 1e-2  # the design's prior information (columns are scaled to unit RMS over the pool)
 SHRINKS = (math.inf, 64.0, 16.0, 4.0, 1.0, 0.25)  # per-type shrinkage tried, simplest first (inf: the line)
 LAMBDAS = (1e4, 100.0, 10.0, 1.0, 0.1, 0.01)  # baseline ridge toward MACs + offset, simplest first
-CHOICE_MARGIN = 0.002  # a less regularised model must lower the leave-one-out error by this much
+CHOICE_MARGIN = 0.002  # a less regularised model must lower the leave-one-out error by at least this much
 
 
 # ---- the candidate pool and the design ------------------------------------------------------
@@ -262,11 +266,20 @@ class FewShotFit:
 
 
 def _choose(candidates: Sequence, loo_err: Callable[[object], np.ndarray]) -> tuple[object, dict]:
-    """The simplest candidate whose leave-one-out mean |error| is within CHOICE_MARGIN of the best."""
-    errs = {c: float(np.mean(np.abs(loo_err(c)))) for c in candidates}
-    best = min(errs.values())
-    chosen = next(c for c in candidates if errs[c] <= best + CHOICE_MARGIN)
+    """The simplest candidate whose leave-one-out mean |error| is within `_tolerance` of the best's."""
+    abs_errs = {c: np.abs(loo_err(c)) for c in candidates}
+    errs = {c: float(e.mean()) for c, e in abs_errs.items()}
+    best = min(errs, key=errs.get)
+    chosen = next(c for c in candidates if errs[c] <= errs[best] + _tolerance(abs_errs[best]))
     return chosen, errs
+
+
+def _tolerance(abs_errors: np.ndarray) -> float:
+    """One standard error of a mean leave-one-out |error| (the one-standard-error rule: with few
+    subnets a less regularised model's lower error is mostly luck), at least CHOICE_MARGIN."""
+    e = np.asarray(abs_errors, float)
+    se = float(e.std(ddof=1) / math.sqrt(len(e))) if len(e) > 1 else 0.0
+    return max(se, CHOICE_MARGIN)
 
 
 def fit_transfer(table: LatencyTable, space: SearchSpace, res: Sequence[int], archs: Sequence[Arch],
@@ -310,7 +323,7 @@ def fit_transfer(table: LatencyTable, space: SearchSpace, res: Sequence[int], ar
                       "decision": _decision("line" if pt is None else f"per-type scales shrunk by {shrink:g}", errs,
                                             lambda s: "line" if math.isinf(s) else f"shrink {s:g}"),
                       "cv": "leave-one-out mean |predicted / measured - 1| over the few-shot subnets",
-                      "cv_line": round(errs[math.inf], 6),
+                      "cv_line": None if math.inf not in errs else round(errs[math.inf], 6),
                       "cv_per_type": None if pt is None else round(errs[shrink], 6)}
     if pt is not None:
         scales = dict(zip(types, map(float, pt[0])))
@@ -396,7 +409,7 @@ def fit_baseline(space: SearchSpace, res: Sequence[int], archs: Sequence[Arch], 
 
 def _decision(chosen: str, errs: Mapping, name: Callable) -> str:
     tried = ", ".join(f"{name(c)} {e:.1%}" for c, e in errs.items())
-    return f"{chosen}: leave-one-out mean |error| {tried} (the simplest within {CHOICE_MARGIN:.1%} of the best)"
+    return f"{chosen}: leave-one-out mean |error| {tried} (the simplest within one standard error of the best)"
 
 
 # ---- profiling ------------------------------------------------------------------------------
@@ -519,6 +532,16 @@ def _fit_into(table: LatencyTable, space: SearchSpace, res: Sequence[int], archs
                   "overhead_ms": float(ref.calibration.overhead_ms), "space_hash": (ref.header.get("space") or {}).get("hash")}
         what = (f"transferred: the {len(fit.ops)} entries are reference table {ref.name}'s measurements on its own "
                 "device, scaled per op type by calibration.per_type; none was measured on this device")
+        base = fit_baseline(space, res, archs, measured, target_ov)
+        abs_err = {name: np.abs(f.loo_ms / np.asarray(measured) - 1.0) for name, f in (("transfer", fit), ("baseline", base))}
+        cv = {name: round(float(e.mean()), 6) for name, e in abs_err.items()}
+        if cv["baseline"] < cv["transfer"] - _tolerance(abs_err["baseline"]):  # the reference does not describe this device
+            fit = base
+            what = (f"modelled: the {len(fit.ops)} entries are a * MACs + b * params + c * activation bytes per layer "
+                    f"(fit.coefficients); none was measured; the transfer from {ref.name} predicted the left-out "
+                    f"subnets worse ({cv['transfer']:.1%} against {cv['baseline']:.1%} mean |error|)")
+        fit.report["compared"] = {"cv": "leave-one-out mean |predicted / measured - 1|", **cv,
+                                  "used": "baseline" if fit is base else "transfer"}
     else:
         fit = fit_baseline(space, res, archs, measured, target_ov)
         source = None
@@ -547,6 +570,7 @@ def _fit_into(table: LatencyTable, space: SearchSpace, res: Sequence[int], archs
                                 "params, activation bytes, and a constant), resolutions in turn, from a seeded pool "
                                 f"of {POOL} distinct subnets (edgenas.latency.fewshot)", "pool": POOL})
     for key in ("k", "seed", "subnets", "target_overhead", "reference", "ops", "design", "fit", "fitted"):
-        fs[key] = fs.pop(key)  # a stable, readable order
+        if key in fs:
+            fs[key] = fs.pop(key)  # a stable, readable order
     if not check.reliable:
         log.warning("%s", check.warning(table.name))
