@@ -200,6 +200,8 @@ def plot(record: dict, path: Path) -> None:
     for ax, ylabel in ((ax_w, "held-out subnets within ±10% (%)"), (ax_s, "Spearman, held-out subnets"),
                        (ax_t, "build time (s)")):
         ax.set_xscale("log", base=2)
+        ax.set_xticks(record["ks"], [str(k) for k in record["ks"]])
+        ax.minorticks_off()
         ax.set_xlabel("K (whole subnets measured on the target)")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
