@@ -424,3 +424,23 @@ def test_search_takes_a_few_shot_table_like_any_other(five, tiny_supernet, tmp_p
     assert data["top"] and str(out) in json.dumps(data)
     for row in data["top"]:
         assert table.predict(Arch.parse(row["arch"], space)) <= budget * (1 + 1e-6)
+
+
+@pytest.mark.slow
+def test_ofa_note10_tables_as_the_reference(tmp_path, ofa_note10_dir):
+    """OFA's published Note10 tables (a phone; mean statistic, no call overhead, space mbv3-w1.2)
+    as the reference of a table for this machine: the space and resolutions come from them."""
+    out = tmp_path / "n10.yaml"
+    p = _cli(LOCAL, "--few-shot", "3", "--from-table", ofa_note10_dir, "--resolutions", "160", "--warmup", "1",
+             "--runs", "3", "--out", out, "--json")
+    assert p.returncode == 0, p.stderr
+    h = _header(out)
+    fs = h["few_shot"]
+    assert h["space"]["name"] == "mbv3-w1.2" and h["resolutions"] == [160] and fs["k"] == 3
+    assert fs["reference"]["device"] == "ofa-note10" and fs["reference"]["overhead_ms"] == 0.0
+    assert h["statistic"] == ("mean" if fs["fit"]["compared"]["used"] == "transfer" else "median")
+    table = LatencyTable.load(out)
+    space = table.space()
+    archs = sample(space.replace(resolutions=(160,)), np.random.default_rng(0), 10)
+    assert np.all(table.predict(archs) > 0)
+    assert np.allclose(table.predict(archs), table.predictor(space)(encode(space, archs)))

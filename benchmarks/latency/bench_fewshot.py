@@ -3,6 +3,7 @@
     python benchmarks/latency/bench_fewshot.py [--configs-dir benchmarks/latency/out/configs]
         [--space mbv3-w1.0] [--pairs ort-fp32-t1:tflite-fp32-t1 ...] [--ks 5 10 20 40]
         [--no-baseline] [--no-note10] [--note10-target ort-fp32-t1] [--holdout 100] [--drift-subnets 10]
+        [--note10-resolutions 160 ...] [--calibrate 24]
 
 Inputs are what `bench_configs.py` wrote to `--configs-dir`: per configuration the full table
 `<config>-<space>.yaml`, its profile `profiles/<config>.yaml` and in `results.json` the table's
@@ -97,7 +98,7 @@ def drift_of(profile, space, holdout: list, n: int, acts) -> tuple[float, int]:
 
 
 def curve(name: str, profile, space, reference, holdout: list, ks: list[int], out_dir: Path, acts,
-          drift: float) -> dict:
+          drift: float, resolutions=None) -> dict:
     """Few-shot tables for K in `ks` on one file (each run refines the last), each on the holdout."""
     from edgenas.latency import LatencyTable
     from edgenas.latency.fewshot import profile_few_shot
@@ -109,7 +110,8 @@ def curve(name: str, profile, space, reference, holdout: list, ks: list[int], ou
     rows, total = {}, 0.0
     for k in ks:
         t0 = time.perf_counter()
-        report = profile_few_shot(profile, space, k, reference, out=table_path, seed=0, progress=False,
+        report = profile_few_shot(profile, space, k, reference, resolutions=resolutions, out=table_path, seed=0,
+                                  progress=False,
                                   activations=acts, plot=out_dir / f"{name}-k{k}.few-shot.png")
         seconds = time.perf_counter() - t0
         total += seconds
@@ -153,12 +155,12 @@ def note10_target(args, configs_dir: Path, out_dir: Path, cache: dict) -> tuple:
     profile = load_profile(profile_path)
     reference = LatencyTable.load(NOTE10)
     space = reference.space()
-    res = reference.resolutions
+    res = args.note10_resolutions or reference.resolutions
     acts = activations_for(profile, space.name, cache)
     full_path = out_dir / f"{args.note10_target}-{space.name}.yaml"
     full_path.unlink(missing_ok=True)
     t0 = time.perf_counter()
-    profile_device(profile, space, resolutions=res, out=full_path, calibrate=24, seed=0, progress=False,
+    profile_device(profile, space, resolutions=res, out=full_path, calibrate=args.calibrate, seed=0, progress=False,
                    activations=acts)
     full_s = time.perf_counter() - t0
     archs = validation_archs(space, res, args.holdout, seed=1)
@@ -223,6 +225,8 @@ def main() -> None:
     ap.add_argument("--no-note10", action="store_true", help="skip OFA's Note10 table as a reference")
     ap.add_argument("--note10-target", default="ort-fp32-t1")
     ap.add_argument("--holdout", type=int, default=100, help="held-out subnets measured for the Note10 pair")
+    ap.add_argument("--note10-resolutions", type=int, nargs="+", help="default: the Note10 table's (160-224)")
+    ap.add_argument("--calibrate", type=int, default=24, help="calibration subnets of the Note10 pair's full table")
     ap.add_argument("--drift-subnets", type=int, default=10)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
@@ -269,8 +273,11 @@ def main() -> None:
                          "validation": {k: target_cfg["validation"][k] for k in ("n", "within_10pct", "spearman",
                                                                                  "rmse_ms", "mean_abs_pct_error")}}
         reference = None if ref_name == "macs" else LatencyTable.load(ref_path)
+        full_path = args.configs_dir / f"{target}-{space.name}.yaml"
+        res = LatencyTable.load(full_path).resolutions if full_path.exists() else sorted({a.resolution for a, _ in holdout})
+        entry["resolutions"] = res
         entry["curve"] = curve(pair.replace(":", "-to-"), profile, space, reference, holdout, ks, out_dir, acts,
-                               drifts[target][0])
+                               drifts[target][0], resolutions=res)
         entry["matches_full_at_k"] = matching_k(entry["curve"], entry["full"]["validation"])
         results_path.write_text(json.dumps(record, indent=1, default=str))
     if not args.no_note10:
@@ -282,7 +289,7 @@ def main() -> None:
                  "full": {"build_s": round(full_s, 1), "validation": full_v}, "setup_s": round(time.perf_counter() - t0, 1)}
         record["pairs"][pair] = entry
         entry["curve"] = curve(f"ofa-note10-to-{args.note10_target}-{n_space.name}", profile, n_space, reference,
-                               holdout, ks, out_dir, acts, 1.0)
+                               holdout, ks, out_dir, acts, 1.0, resolutions=args.note10_resolutions)
         entry["matches_full_at_k"] = matching_k(entry["curve"], full_v)
     record["load_after"] = load()
     results_path.write_text(json.dumps(record, indent=1, default=str))

@@ -75,7 +75,7 @@ from edgenas.device import DeviceProfile, load_profile
 from edgenas.device.runner import MeasureResult
 from edgenas.device.transport import Transport
 from edgenas.errors import DeviceError, EdgeNASError
-from edgenas.latency.calibration import (Calibration, SMALLEST_FLOOR, assess_calibration, fit_calibration,
+from edgenas.latency.calibration import (Calibration, assess_calibration, fit_calibration,
                                          fit_per_type, op_type)
 from edgenas.latency.formats import model_format
 from edgenas.latency.ops import enumerate_ops, resolutions_of
