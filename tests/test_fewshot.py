@@ -171,16 +171,14 @@ def test_the_transfer_recovers_a_target_and_beats_the_macs_baseline(space, refer
 
 
 def test_with_five_subnets_the_fit_stays_near_the_common_scale(space, reference):
-    """Where the target is the reference at one scale, K = 5 (noisy) keeps the common scale:
-    the per-type scales, if used at all, stay close to the line's and held-out subnets land within 10%."""
+    """Where the target is the reference at one scale, K = 5 (noisy) fits the common scale (the
+    line: too few subnets for per-type scales) and held-out subnets land within 10%."""
     res = list(space.resolutions)
     truth = target_of(reference, space, spread=0.0)
     archs = F.design_subnets(space, res, 5, reference=reference)
     noise = np.random.default_rng(4)
     table, fit = transfer_table(reference, space, archs, [truth(a) * (1 + noise.normal(0, 0.02)) for a in archs])
-    cal = table.calibration
-    if cal.per_type:
-        assert max(abs(s / cal.scale - 1) for s in cal.type_scales.values()) < 0.25
+    assert not table.calibration.per_type and "need 8 subnets" in fit.calibration["per_type"]["decision"]
     held = sample(space, np.random.default_rng(8), 100)
     assert within(table.predict(held), [truth(a) for a in held], 0.10) >= 0.95
     assert fit.loo_ms.shape == (5,) and np.all(np.isfinite(fit.loo_ms))

@@ -25,7 +25,9 @@ offset, `fit_calibration`) and the per-type scales shrunk toward it (`fit_per_ty
 s_t / s - 1, in units of each type's share of the latency, within the line's bounds and above
 the floor at the smallest subnets, floored at the target's measured call overhead). With K = 5
 and about 15 op types the shrinkage decides: it is chosen by leave-one-out over the K subnets
-from SHRINKS by the one-standard-error rule: the line alone first, and a less shrunk model only
+from SHRINKS (with at least PER_TYPE_MIN_K subnets; fewer fit the line: in an offline check on
+mbv3-w1.0 subnets measured here, 5 subnets' leave-one-out choice took per-type scales that
+predicted held-out subnets worse than the line) by the one-standard-error rule: the line alone first, and a less shrunk model only
 where its leave-one-out error is lower by more than one standard error of the best's (and by
 CHOICE_MARGIN at least).
 
@@ -94,6 +96,7 @@ POOL = 2000  # distinct candidate subnets the design picks from
 EPS = 1e-2  # the design's prior information (columns are scaled to unit RMS over the pool)
 SHRINKS = (math.inf, 64.0, 16.0, 4.0, 1.0, 0.25)  # per-type shrinkage tried, simplest first (inf: the line)
 LAMBDAS = (1e4, 100.0, 10.0, 1.0, 0.1, 0.01)  # baseline ridge toward MACs + offset, simplest first
+PER_TYPE_MIN_K = 8  # fewer subnets fit the line: their leave-one-out choice among shrinkages is noise
 CHOICE_MARGIN = 0.002  # a less regularised model must lower the leave-one-out error by at least this much
 
 
@@ -316,12 +319,13 @@ def fit_transfer(table: LatencyTable, space: SearchSpace, res: Sequence[int], ar
         loo[shrink] = pred
         return pred / y - 1.0
 
-    shrink, errs = _choose(SHRINKS, loo_err)
+    shrink, errs = _choose(SHRINKS if n >= PER_TYPE_MIN_K else SHRINKS[:1], loo_err)
     line, pt = fit(np.arange(n), shrink)
     cal = Calibration(ref_ov, line.scale, line.offset_ms)
     per_type: dict = {"used": pt is not None, "fitted_on": n, "shrink": None if pt is None else shrink,
                       "decision": _decision("line" if pt is None else f"per-type scales shrunk by {shrink:g}", errs,
-                                            lambda s: "line" if math.isinf(s) else f"shrink {s:g}"),
+                                            lambda s: "line" if math.isinf(s) else f"shrink {s:g}")
+                      + ("" if n >= PER_TYPE_MIN_K else f"; per-type scales need {PER_TYPE_MIN_K} subnets"),
                       "cv": "leave-one-out mean |predicted / measured - 1| over the few-shot subnets",
                       "cv_line": None if math.inf not in errs else round(errs[math.inf], 6),
                       "cv_per_type": None if pt is None else round(errs[shrink], 6)}
