@@ -345,6 +345,10 @@ def test_bad_few_shot_input_is_one_line_exit_2(tmp_path, ref24, ofa_note10_dir):
     _one_line_exit_2(_cli(LOCAL, "--from-table", ref24, "--out", tmp_path / "x.yaml"), "--few-shot")
     _one_line_exit_2(_cli(LOCAL, "--few-shot", "5"), "--space")
     _one_line_exit_2(_cli(LOCAL, "--few-shot", "5", "--from-table", ref24, "--out", ref24), "--from-table")
+    _one_line_exit_2(_cli(LOCAL, "--few-shot", "5", "--from-table", ref24, "--calibrate", "8",
+                          "--out", tmp_path / "x.yaml"), "--calibrate", "drop it")
+    _one_line_exit_2(_cli(LOCAL, "--few-shot", "5", "--from-table", ref24, "--calibrate", "8", "--chunk-size", "9",
+                          "--out", tmp_path / "x.yaml"), "--calibrate and --chunk-size", "drop them")
     assert Path(ref24).read_bytes() == before and not (tmp_path / "x.yaml").exists()
 
 

@@ -50,7 +50,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--plot", type=Path, help="validation scatter plot PNG (default: beside the table)")
     p.add_argument("--fit-plot", type=Path, help="--few-shot: the fit's leave-one-out scatter plot PNG "
                                                  "(default: beside the table, .few-shot.png)")
-    p.add_argument("--calibrate", type=T.count(0, T.MAX_SAMPLES), default=24, metavar="K", help="whole subnets measured to calibrate the table (0: none)")
+    p.add_argument("--calibrate", type=T.count(0, T.MAX_SAMPLES), metavar="K",
+                   help="whole subnets measured to calibrate the table (0: none; default 24)")
     p.add_argument("--few-shot", type=T.count(3, T.MAX_SAMPLES), metavar="K",
                    help="measure only K whole subnets and fit a few-shot table (rerun with a larger K to refine)")
     p.add_argument("--from-table", type=Path, metavar="REF",
@@ -59,8 +60,9 @@ def add_parser(subparsers) -> None:
                         "activation bytes only")
     p.add_argument("--warmup", type=T.count(0, T.MAX_RUNS), help="untimed runs per model (default: the profile's)")
     p.add_argument("--runs", type=T.count(1, T.MAX_RUNS), help="timed runs per model (default: the profile's)")
-    p.add_argument("--chunk-size", type=T.count(1, T.MAX_RUNS), default=500,
-                   help="layer models uploaded and measured per agent run (with rounds > 1 their rounds interleave)")
+    p.add_argument("--chunk-size", type=T.count(1, T.MAX_RUNS),
+                   help="layer models uploaded and measured per agent run (with rounds > 1 their rounds "
+                        "interleave; default 500)")
     p.add_argument("--seed", type=T.seed, default=0, help="seed of the calibration, validation and few-shot subnets")
     p.add_argument("--json", action="store_true", help="print one JSON report per device on stdout")
     p.add_argument("--supernet", metavar="CKPT",
@@ -84,6 +86,12 @@ def run(args: argparse.Namespace) -> int:
 
     if args.from_table is not None and args.few_shot is None:
         raise EdgeNASError("--from-table is the reference of a few-shot table: pass --few-shot K too")
+    if args.few_shot is not None:
+        given = [f for f, v in (("--calibrate", args.calibrate), ("--chunk-size", args.chunk_size)) if v is not None]
+        if given:
+            raise EdgeNASError(f"{' and '.join(given)} set how the layers of a full table are measured; a "
+                               "--few-shot table measures only its K whole subnets: drop "
+                               f"{'them' if len(given) > 1 else 'it'}")
     reference = LatencyTable.load(args.from_table) if args.from_table is not None else None
     if args.space is None and reference is None:
         raise EdgeNASError("--space is required (a few-shot table with --from-table takes the reference's space)")
@@ -108,8 +116,8 @@ def run(args: argparse.Namespace) -> int:
     if args.few_shot:
         reports = _few_shot(args, profiles, space, reference, outs, fit_plots, progress, activations)
     else:
-        reports = profile_many(profiles, space, outs=outs, resolutions=args.resolutions, calibrate=args.calibrate,
-                               seed=args.seed, warmup=args.warmup, runs=args.runs, chunk_size=args.chunk_size,
+        reports = profile_many(profiles, space, outs=outs, resolutions=args.resolutions, calibrate=_or(args.calibrate, 24),
+                               seed=args.seed, warmup=args.warmup, runs=args.runs, chunk_size=_or(args.chunk_size, 500),
                                progress=progress, activations=activations)
     status, errors = 0, []
     for profile, report in zip(profiles, reports):
@@ -160,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
             print(f"edgenas: error: {e}", file=sys.stderr)
         return 2
     return status
+
+
+def _or(value, default):
+    return default if value is None else value
 
 
 def _few_shot(args, profiles, space, reference, outs, fit_plots, progress, activations) -> list:
