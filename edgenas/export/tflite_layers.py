@@ -82,13 +82,12 @@ def convert_layers_int8(layers: Sequence[nn.Module], calib_inputs: Sequence[torc
     """One full-integer int8 TFLite file at `path`: each layer quantized by the PT2E path of
     `edgenas export --format tflite-int8` (per-channel weights), its activation ranges calibrated
     on `calib_inputs[i]` (NCHW, the real inputs it gets), then all converted at once."""
-    from litert_torch.quantize.quant_config import QuantConfig
-
     from edgenas.export import tflite_export as te
     from edgenas.export.graph import ChannelsLastLayer
 
     _check(layers, names, calib_inputs, "calibration batch")
-    litert_torch = te.require_litert()
+    litert_torch = te.require_litert()  # first: its first import is noisy (in a worker process, it is the first)
+    from litert_torch.quantize.quant_config import QuantConfig
     quantizer = te.full_int_quantizer()
     graphs = [te.quantized_graph(_deployable(m), x, quantizer, layout=ChannelsLastLayer)
               for m, x in zip(layers, calib_inputs)]

@@ -23,6 +23,9 @@ observer takes from the layer's recorded inputs. Each layer is prepared, calibra
 converted by PT2E on its own (`edgenas.export.tflite_export.quantized_graph`, as export does for
 a subnet); then tens of them go through one litert-torch conversion and are written as
 signatures of one file (`edgenas.export.tflite_layers.convert_layers_int8`), each timed alone.
+The files are converted in worker processes, one per host core (`edgenas.export.pool`): each
+gets its layers and their recorded inputs, so its quantization ranges are those this process
+would compute.
 """
 from __future__ import annotations
 
@@ -157,21 +160,28 @@ class Int8TFLiteFormat:
         self.source = source
         self.supernet = source.supernet
         self.layers_per_file = LAYERS_PER_FILE
+        self.workers: int | None = None  # conversion processes, as TFLiteFormat.workers
 
     def write_ops(self, ops, directory: Path, on_stage=None) -> list[tuple[Path, str]]:
         from edgenas.export.tflite_layers import convert_layers_int8
         from edgenas.latency.formats import _in_files
 
-        def convert(group, path, names):
+        def prepare(group):
             layers, inputs = zip(*(self.source.layer(op) for op in group))
-            return convert_layers_int8(list(layers), list(inputs), names, path)
+            return list(layers), list(inputs)
 
-        return _in_files(ops, directory, self.layers_per_file, convert, on_stage)
+        return _in_files(ops, directory, self.layers_per_file, convert_layers_int8, prepare, on_stage, self.workers)
 
     def write_net(self, net, input_shape, path: Path) -> Path:
         from edgenas.export.formats import FORMATS
 
         return FORMATS["tflite-int8"].write(net, input_shape, path, calib_images=self.source.images_at(input_shape[-1]))
+
+    def write_nets(self, nets, on_stage=None) -> list[Path]:
+        from edgenas.latency.formats import _nets_in_processes
+
+        return _nets_in_processes("tflite-int8", nets, lambda shape: self.source.images_at(shape[-1]), on_stage,
+                                  self.workers)
 
     def write_overhead(self, module, input_shape, path: Path) -> tuple[Path, str]:
         from edgenas.latency.formats import write_overhead_signature

@@ -468,11 +468,14 @@ def measure_networks(profile: DeviceProfile, fmt: ModelFormat, space: SearchSpac
             supernet = Supernet(space).eval()
 
     def write(chunk, d: Path, stage) -> list[Path]:
+        shapes = [(1, space.in_channels, a.resolution, a.resolution) for a in chunk]
+        if hasattr(fmt, "write_nets"):  # many conversions at once, in worker processes (TFLite)
+            return fmt.write_nets([(lambda a=a: supernet.materialize(a), shape, d / f"net{i:05d}{fmt.suffix}")
+                                   for i, (a, shape) in enumerate(zip(chunk, shapes))], stage)
         paths = []
         for i, a in enumerate(chunk):
             stage(f"exporting {i + 1}/{len(chunk)}")
-            paths.append(fmt.write_net(supernet.materialize(a), (1, space.in_channels, a.resolution, a.resolution),
-                                       d / f"net{i:05d}{fmt.suffix}"))
+            paths.append(fmt.write_net(supernet.materialize(a), shapes[i], d / f"net{i:05d}{fmt.suffix}"))
         return paths
 
     with _opened(profile, transport) as t, _bar(len(archs) * repeats, desc, progress, position) as bar:
