@@ -2,6 +2,7 @@
 serial path with one worker, failures raised as the serial path raises them, and no worker left
 behind, also after Ctrl-C. Cheap jobs (library functions) here; tests/test_tflite_parallel.py
 converts real TFLite files."""
+import logging
 import multiprocessing
 import os
 import signal
@@ -63,6 +64,19 @@ def test_jobs_run_in_worker_processes_that_end_with_the_call():
     assert os.getpid() not in pids and 1 <= len(set(pids)) <= 2
     assert _no_children() and all(_gone(p) for p in set(pids))
     assert run_jobs(torch.get_num_threads, 2, lambda i: (), workers=2) == [1, 1]  # one torch thread per worker
+
+
+def test_what_a_worker_logs_reaches_this_process(caplog):
+    log = logging.getLogger("edgenas.export.tflite_export")  # where litert-torch's output is logged, at DEBUG
+    with caplog.at_level(logging.DEBUG, logger="edgenas"):
+        run_jobs(log.debug, 2, lambda i: ("printed %s", f"job {i}"), workers=2)
+    got = [r for r in caplog.records if r.name == log.name]
+    assert sorted(r.getMessage() for r in got) == ["printed job 0", "printed job 1"]
+    assert all(r.levelno == logging.DEBUG and r.process != os.getpid() for r in got)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="edgenas"):  # below the level here: not sent
+        run_jobs(log.debug, 2, lambda i: ("printed %s", f"job {i}"), workers=2)
+    assert not [r for r in caplog.records if r.name == log.name]
 
 
 def test_a_failing_job_raises_here_what_it_raises_in_this_process():

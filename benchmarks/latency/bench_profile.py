@@ -3,15 +3,16 @@
     python benchmarks/latency/bench_profile.py [--space mbv3-w1.0] [--resolutions 160 176 192 208 224]
                                                [--rounds 1] [--validate 0] [--skip-ssh]
                                                [--runtime tflite] [--precision int8 --supernet CKPT]
-                                               [--convert-only N]
+                                               [--convert-only N [--workers 1 2]]
 
 --runtime/--precision profile another configuration with local-cpu's measurement settings
 (warmup, runs, rounds); int8 layers are calibrated on --supernet, a trained supernet of the space
 and its training images (as `edgenas profile --supernet`), or without it on Fashion-MNIST images
 through a seeded random supernet (bench_configs.py's source; no trained mbv3-w1.0 ships). --convert-only N times
 only the writing of the first N layers of the table (for TFLite: litert-torch conversion of
-N / LAYERS_PER_FILE files), prints seconds per layer and the extrapolation to the whole table,
-and measures nothing.
+N / LAYERS_PER_FILE files) once per number of conversion processes in --workers (default 1 2,
+as EDGENAS_CONVERT_WORKERS sets it), prints wall and CPU seconds per layer (CPU: this process and
+its workers), the extrapolation to the whole table and the wall-time ratio, and measures nothing.
 
 Each round builds a fresh table on local-cpu, then the same table through a throwaway OpenSSH
 server on 127.0.0.1 (tests/sshd.py: its own host key, user key and known_hosts), and reports
@@ -89,7 +90,8 @@ def profile_space(args):
 
 
 def convert_only(profile, args) -> None:
-    """Time writing the first N layers of the table as the profiler writes them; extrapolate."""
+    """Time writing the first N layers of the table as the profiler writes them, with each number
+    of conversion processes of --workers (EDGENAS_CONVERT_WORKERS); extrapolate."""
     from edgenas.latency.formats import model_format
     from edgenas.latency.ops import enumerate_ops
 
@@ -97,18 +99,31 @@ def convert_only(profile, args) -> None:
     ops = enumerate_ops(space, args.resolutions)
     chunk = ops[:: max(1, len(ops) // args.convert_only)][:args.convert_only]  # spread over the resolutions
     fmt = model_format(profile.runtime, profile.precision, args.activations)
-    with tempfile.TemporaryDirectory() as d:
-        t = time.perf_counter()
-        if hasattr(fmt, "write_ops"):
-            fmt.write_ops(chunk, Path(d))
-        else:
-            for i, op in enumerate(chunk):
-                fmt.write_op(op, Path(d) / f"op{i}{fmt.suffix}")
-        seconds = time.perf_counter() - t
-    per = seconds / len(chunk)
-    print(json.dumps({"format": fmt.name, "layers": len(chunk), "seconds": round(seconds, 1),
-                      "seconds_per_layer": round(per, 3), "table_layers": len(ops),
-                      "extrapolated_table_writing_s": round(per * len(ops), 1), "load_after": load()}), flush=True)
+    walls = {}
+    for workers in args.workers:
+        os.environ["EDGENAS_CONVERT_WORKERS"] = str(workers)
+        with tempfile.TemporaryDirectory() as d:
+            cpu0, t = _cpu(), time.perf_counter()
+            if hasattr(fmt, "write_ops"):
+                fmt.write_ops(chunk, Path(d))
+            else:
+                for i, op in enumerate(chunk):
+                    fmt.write_op(op, Path(d) / f"op{i}{fmt.suffix}")
+            seconds, cpu = time.perf_counter() - t, _cpu() - cpu0
+        walls[workers] = seconds
+        per = seconds / len(chunk)
+        print(json.dumps({"format": fmt.name, "workers": workers, "layers": len(chunk), "seconds": round(seconds, 1),
+                          "seconds_per_layer": round(per, 3), "cpu_s_per_layer": round(cpu / len(chunk), 3),
+                          "table_layers": len(ops), "extrapolated_table_writing_s": round(per * len(ops), 1),
+                          "load_after": load()}), flush=True)
+    for workers in args.workers[1:]:
+        print(f"wall {args.workers[0]} / {workers} workers = {walls[args.workers[0]] / walls[workers]:.2f}", flush=True)
+
+
+def _cpu() -> float:
+    """CPU seconds of this process and of its ended children (the conversion workers)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
 
 
 def main():
@@ -130,6 +145,8 @@ def main():
                                        "images through a seeded random supernet, as bench_configs.py)")
     ap.add_argument("--calib-images", type=int, default=32, help="int8: training images per layer's calibration")
     ap.add_argument("--convert-only", type=int, metavar="N", help="only time writing N layers (see the docstring)")
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2], metavar="K",
+                    help="--convert-only: conversion processes to time, in turn (EDGENAS_CONVERT_WORKERS)")
     args = ap.parse_args()
     profile, args.activations = configured(args)
     if args.convert_only:
