@@ -66,6 +66,35 @@ def test_every_layer_is_found_and_quantized_on_the_inputs_it_really_gets(source,
     assert scale == pytest.approx((hi - lo) / 255, rel=1e-3) and 0 <= zero <= 255
 
 
+def test_layers_and_subnets_quantized_in_workers_are_the_serial_files(source, tmp_path):
+    """onnxruntime int8 layers and subnets are quantized in worker processes (edgenas.export.pool);
+    the files are byte for byte the ones this process writes alone."""
+    import multiprocessing
+    import os
+
+    from edgenas.space import sample
+
+    space = source.space
+    ops = enumerate_ops(space, [24])[:3]
+    archs = [sample(space.replace(resolutions=(24,)), np.random.default_rng(5)) for _ in range(2)]
+    files = {}
+    for workers in (1, 2):
+        fmt = Int8OnnxFormat(source)
+        fmt.workers = workers
+        d = tmp_path / f"w{workers}"
+        d.mkdir()
+        stages = []
+        layers = fmt.write_ops(ops, d, stages.append)
+        nets = fmt.write_nets([(lambda a=a: source.supernet.materialize(a), (1, 3, 24, 24), d / f"net{i}.onnx")
+                               for i, a in enumerate(archs)], stages.append)
+        assert [p.name for p in layers] == ["op00000.onnx", "op00001.onnx", "op00002.onnx"]
+        assert stages[-1] == "exported 2/2" and "quantized 3/3 layers" in stages
+        files[workers] = {p.name: p.read_bytes() for p in [*layers, *nets]}
+    assert files[1] == files[2]
+    assert fmt.write_op(ops[0], tmp_path / "alone.onnx").read_bytes() == files[1]["op00000.onnx"]
+    assert not [c for c in multiprocessing.active_children() if c.is_alive() and os.path.exists(f"/proc/{c.pid}")]
+
+
 @pytest.fixture(scope="module")
 def int8_table(run):
     out = run / "t8.yaml"

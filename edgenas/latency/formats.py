@@ -12,8 +12,9 @@ also have `write_ops(ops, directory, on_stage) -> [file or (file, signature)]`, 
 layers at once: TFLite does, writing tens of layers as signatures of one file, since one
 litert-torch conversion per layer would cost ~30 min for mbv3-w1.0 at 5 resolutions. And it may
 have `write_nets([(make_net, input_shape, path), ...], on_stage) -> [path]`, which writes many
-subnets at once. TFLite's `write_ops` and `write_nets` convert their files in worker processes,
-one per host core (`edgenas.export.pool`; EDGENAS_CONVERT_WORKERS=1 converts in this process).
+subnets at once. TFLite's and onnxruntime int8's `write_ops` and `write_nets` convert their files
+in worker processes, one per host core (`edgenas.export.pool`; EDGENAS_CONVERT_WORKERS=1 converts
+in this process).
 """
 from __future__ import annotations
 

@@ -121,6 +121,9 @@ class Int8OnnxFormat:
     def __init__(self, source: ActivationSource):
         self.source = source
         self.supernet = source.supernet  # whole subnets are materialized from it (edgenas.latency.profiler)
+        # quantization processes, as TFLiteFormat.workers: onnxruntime.quantization spends ~1 s per layer
+        # and ~10 s per w1.0 subnet on one core (calibration runs and graph rewriting)
+        self.workers: int | None = None
 
     def write_op(self, op: OpSpec, path: Path) -> Path:
         from edgenas.export.formats import FORMATS
@@ -128,10 +131,36 @@ class Int8OnnxFormat:
         module, inputs = self.source.layer(op)
         return FORMATS["onnx-int8"].write(module, tuple(inputs.shape[1:]), path, calib_images=inputs)
 
+    def write_ops(self, ops, directory: Path, on_stage=None) -> list[Path]:
+        """The layers' files (one per layer, as write_op writes each), quantized in worker processes."""
+        from edgenas.export.formats import FORMATS
+        from edgenas.export.pool import run_jobs
+        from edgenas.latency.formats import _EXPORT_LOCK
+
+        ops, stage, done = list(ops), on_stage or (lambda _text: None), [0]
+
+        def args(i: int) -> tuple:
+            module, inputs = self.source.layer(ops[i])
+            return module, tuple(inputs.shape[1:]), directory / f"op{i:05d}{self.suffix}", inputs
+
+        def finished(_i, _path) -> None:
+            done[0] += 1
+            if done[0] % 10 == 0 or done[0] == len(ops):
+                stage(f"quantized {done[0]}/{len(ops)} layers")
+
+        return run_jobs(FORMATS["onnx-int8"].write, len(ops), args, workers=self.workers, on_done=finished,
+                        lock=_EXPORT_LOCK)
+
     def write_net(self, net, input_shape, path: Path) -> Path:
         from edgenas.export.formats import FORMATS
 
         return FORMATS["onnx-int8"].write(net, input_shape, path, calib_images=self.source.images_at(input_shape[-1]))
+
+    def write_nets(self, nets, on_stage=None) -> list[Path]:
+        from edgenas.latency.formats import _nets_in_processes
+
+        return _nets_in_processes("onnx-int8", nets, lambda shape: self.source.images_at(shape[-1]), on_stage,
+                                  self.workers)
 
     def write_overhead(self, module, input_shape, path: Path) -> Path:
         from edgenas.export.formats import FORMATS

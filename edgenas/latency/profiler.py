@@ -338,7 +338,7 @@ def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progre
     with _bar(len(todo), f"{profile.name} ops", progress, position) as bar:
         def write(chunk, d: Path, stage) -> list:
             stage(f"writing {len(chunk)} models")
-            if hasattr(fmt, "write_ops"):  # many layers per file, one signature each (TFLite)
+            if hasattr(fmt, "write_ops"):  # many layers at once (TFLite: one signature each of few files)
                 return fmt.write_ops(chunk, d, stage)
             return [fmt.write_op(op, d / f"op{i:05d}{fmt.suffix}") for i, op in enumerate(chunk)]
 
