@@ -13,7 +13,9 @@ warmup, runs and rounds, with the runtime, precision and threads of the configur
    its measurements (repeatability between two passes, rank order, fit) beside the result;
 3. export `--exports` random subnets at `--export-resolution` px in every format the profile
    runs (`FORMATS[name].write`, as `edgenas export` writes them), measure each file
-   (`measure_written`, as `export --measure` does) and compare it with the table's prediction.
+   (`measure_written`, as `export --measure` does) and compare it with the table's prediction,
+   also at the table's device speed: 4 of the table's calibration subnets are exported and
+   measured in the same call, and their now / at-build ratio rescales the files' latency.
 
 At the end, per runtime, the fp32 / int8 latency ratio of the same exported subnets, measured
 in this run. int8 layers and files are calibrated on real images (Fashion-MNIST from
@@ -100,40 +102,54 @@ def activation_source(space_name: str, images: torch.Tensor):
                             "supernet with recalibrated BatchNorm")
 
 
-def export_check(profile_path: Path, table_path: Path, space_name: str, archs, source, work: Path) -> list[dict]:
-    """Each subnet exported in every format the profile runs, measured as a file, against the table."""
+def export_check(profile_path: Path, table_path: Path, space_name: str, archs, source, work: Path,
+                 drift_refs: int = 4) -> tuple[list[dict], dict]:
+    """Each subnet exported in every format the profile runs, measured as a file, against the table.
+
+    `drift_refs` of the table's calibration subnets are exported the same way and measured in the
+    same call, interleaved with the exports: their now / at-build ratio is the device's drift at
+    the very moment the exported files run, so the exports can be compared at the table's speed
+    (returned per format as {format: {"drift": ratio, "subnets": n}})."""
     from edgenas.device import load_profile
     from edgenas.device.runner import measure_written
     from edgenas.export.formats import FORMATS, formats_for
     from edgenas.latency import LatencyTable
+    from edgenas.latency.validate import calibration_latencies, spread
     from edgenas.space import load_space
     from edgenas.supernet import Supernet
 
     profile = load_profile(profile_path)
     table = LatencyTable.load(table_path)
     space = load_space(space_name)
+    then = dict(list(calibration_latencies(table, space).items())[:drift_refs])
+    refs = [a for a in then if a not in archs]
+    order = spread(archs, refs)
     if source is not None:
         supernet = source.supernet
     else:
         torch.manual_seed(0)
         supernet = Supernet(space).eval()
-    rows = []
+    rows, drifts = [], {}
     for fmt_name in formats_for(profile.runtime, profile.precision):
         fmt = FORMATS[fmt_name]
         paths = []
-        for i, a in enumerate(archs):
+        for i, a in enumerate(order):
             path = work / f"{fmt_name}-{i}{fmt.suffix}"
             calib = source.images_at(a.resolution) if fmt.needs_calibration else None
             paths.append(fmt.write(supernet.materialize(a), (1, space.in_channels, a.resolution, a.resolution),
                                    path, calib_images=calib))
-        results = measure_written(profile, paths, None)
-        for a, p, r in zip(archs, paths, results):
+        results = dict(zip(order, measure_written(profile, paths, None)))
+        ratios = [results[a].median_ms / then[a] for a in refs if results[a].ok]
+        drifts[fmt_name] = {"drift": round(float(np.median(ratios)), 4) if ratios else None, "subnets": len(ratios)}
+        for a in archs:
+            r = results[a]
             pred = float(table.predict(a, space))
             rows.append({"format": fmt_name, "arch": str(a), "predicted_ms": round(pred, 4),
                          "measured_ms": round(r.median_ms, 4) if r.ok else None, "error": r.error,
                          "rel_error": round(r.median_ms / pred - 1, 4) if r.ok else None})
+        for p in paths:
             p.unlink(missing_ok=True)
-    return rows
+    return rows, drifts
 
 
 def main() -> None:
@@ -204,14 +220,20 @@ def main() -> None:
             entry["validation_s"] = round(time.perf_counter() - t0, 1)
             print(f"{name}: {v.summary()}", flush=True)
         if args.exports:
-            rows = export_check(profile_path, table_path, args.space, export_archs, source, OUT)
+            rows, drifts = export_check(profile_path, table_path, args.space, export_archs, source, OUT)
             errs = [abs(r["rel_error"]) for r in rows if r["rel_error"] is not None]
             entry["exports"] = {"rows": rows, "within_10pct": round(float(np.mean([e <= 0.10 for e in errs])), 3)
                                 if errs else None, "max_abs_rel_error": round(max(errs), 4) if errs else None}
-            drift = entry.get("validation", {}).get("drift")
-            if drift and errs:  # the device's speed now against the table's build, from the validation just before
-                adj = [abs(r["measured_ms"] / drift / r["predicted_ms"] - 1) for r in rows if r["measured_ms"]]
-                entry["exports"]["drift_adjusted"] = {"drift": drift,
+            # at the table's speed: the drift of calibration subnets measured in the same call as the
+            # files (the validation's drift, measured minutes before, where a format has none)
+            vdrift = entry.get("validation", {}).get("drift")
+            adj = []
+            for r in rows:
+                drift = drifts[r["format"]]["drift"] or vdrift
+                if r["measured_ms"] and drift:
+                    adj.append(abs(r["measured_ms"] / drift / r["predicted_ms"] - 1))
+            if adj:
+                entry["exports"]["drift_adjusted"] = {"drift": drifts, "validation_drift": vdrift,
                                                       "within_10pct": round(float(np.mean([e <= 0.10 for e in adj])), 3),
                                                       "max_abs_rel_error": round(max(adj), 4)}
         entry["load_after"] = load()
