@@ -410,10 +410,12 @@ def test_the_transfer_is_kept_where_it_predicts_better_and_the_baseline_used_whe
 
 
 @pytest.mark.slow
-def test_search_takes_a_few_shot_table_like_any_other(five, tiny_supernet, tmp_path):
+def test_search_and_export_measure_take_a_few_shot_table_like_any_other(five, tiny_supernet, tmp_path):
     """`edgenas search` under a budget from the few-shot table: the results name it, and every
     subnet kept is predicted within the budget by the table itself. (--force: a tiny net's
-    few-shot fit on a loaded machine may be marked unreliable; the file is what is tested.)"""
+    few-shot fit on a loaded machine may be marked unreliable; the file is what is tested.)
+    Then `edgenas export --from` those results `--measure`s the file on the device the table
+    was fitted for, against the few-shot table's own prediction."""
     out, _, _ = five
     table = LatencyTable.load(out)
     space = table.space()
@@ -426,6 +428,22 @@ def test_search_takes_a_few_shot_table_like_any_other(five, tiny_supernet, tmp_p
     assert data["top"] and str(out) in json.dumps(data)
     for row in data["top"]:
         assert table.predict(Arch.parse(row["arch"], space)) <= budget * (1 + 1e-6)
+
+    from edgenas.export import load_card
+
+    export = tmp_path / "export"
+    assert main(["-q", "export", "--supernet", str(tiny_supernet / "supernet.pt"), "--from", str(results),
+                 "--format", "onnx", "--out", str(export), "--latency-table", str(out), "--measure", str(LOCAL),
+                 "--bn-images", "100", "--eval-images", "100"]) == 0
+    card = load_card(export)
+    best = Arch.parse(data["top"][0]["arch"], space)
+    assert card["arch"] == str(best)
+    (name, predicted), = card["latency"]["predicted_ms"].items()
+    assert predicted == pytest.approx(float(table.predict(best)), rel=1e-6)
+    assert card["latency"]["tables"][name] == table.header["device"]["profile_key"] == "local-cpu_onnxruntime-cpu_t1"
+    measured = card["files"]["onnx"]["measured"]
+    assert measured["device"] == "local-cpu" and measured["error"] is None and measured["median_ms"] > 0
+    assert measured["predicted_ms"] == pytest.approx(predicted) and measured["table"] == name
 
 
 @pytest.mark.slow
