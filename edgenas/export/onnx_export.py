@@ -5,6 +5,7 @@ gives the same operators as the dynamo exporter in a quarter of the time.
 """
 from __future__ import annotations
 
+import functools
 import json
 import warnings
 from pathlib import Path
@@ -91,6 +92,7 @@ def quantize_onnx(module: nn.Module, input_shape: tuple[int, int, int], calib_im
     return atomic_write(path, lambda f: f.write(content))
 
 
+@functools.lru_cache(maxsize=None)  # read /proc/cpuinfo once, not once per quantized layer
 def _x86_without_vnni() -> bool:
     """7-bit weights (onnxruntime's reduce_range) on an x86 CPU without VNNI: there onnxruntime's
     u8s8 kernels can saturate their 16-bit intermediate sums (measured on an AVX2-only AMD EPYC:
