@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from edgenas.device import load_profile
 from edgenas.errors import EdgeNASError
@@ -225,6 +227,68 @@ def test_validation_measures_the_table_not_the_device_drift(built, tmp_path, spa
     assert d["mean_abs_pct_error"] < d["unadjusted"]["mean_abs_pct_error"]
     assert "unadjusted within" in v.summary() and "is it the same device" in caplog.text
     assert yaml.safe_load(path.read_text())["header"]["validation"]["drift_subnets"] == 2
+
+
+def test_each_subnet_is_compared_at_the_speed_of_its_own_agent_run(built, space, caplog, monkeypatch):
+    """A slow spell that hits one agent run only (here the second run, made 3x slower by a spy
+    on the real measurements): its subnets are compared at its own calibration subnets' drift,
+    the others at theirs, and the change of speed is warned about."""
+    import dataclasses
+    import logging
+
+    from edgenas.latency import profiler, validate
+    from edgenas.latency.validate import calibration_latencies
+
+    monkeypatch.setattr(validate, "CHUNK", 4)  # 6 subnets + 2 calibration subnets: two runs of 4
+    monkeypatch.setattr(validate, "MIN_RUN_REFS", 1)  # each run holds one calibration subnet
+    then = calibration_latencies(LatencyTable.load(built.path), space)
+    seen = []
+    real = profiler.measure_networks
+
+    def spy(profile, fmt, space_, archs, *args, **kwargs):
+        assert kwargs["chunk_size"] == 4
+        results = real(profile, fmt, space_, archs, *args, **kwargs)
+        results = [dataclasses.replace(r, median_ms=r.median_ms * (3.0 if i >= 4 else 1.0)) for i, r in enumerate(results)]
+        seen.extend(zip(archs, (r.median_ms for r in results)))
+        return results
+
+    monkeypatch.setattr(profiler, "measure_networks", spy)
+    profile = dataclasses.replace(load_profile(LOCAL), warmup=1, runs=3)
+    with caplog.at_level(logging.WARNING, logger="edgenas.latency.validate"):
+        v = validate.validate_table(built.path, profile, 6, progress=False, save=False)
+    runs = [[(a, m) for a, m in seen[k:k + 4]] for k in (0, 4)]
+    drift = [next(m / then[a] for a, m in run if a in then) for run in runs]  # each run's one reference
+    assert drift[1] / drift[0] > 1.5  # the spell is seen in the references (noise alone is far below 3x)
+    for a, compared, measured in zip(v.archs, v.compared, v.measured):
+        k = next(i for i, run in enumerate(runs) if any(b is a for b, _ in run))
+        assert compared == pytest.approx(measured / drift[k])
+    assert v.to_dict()["run_drift"] == [round(min(drift), 4), round(max(drift), 4)]
+    assert "changed speed during the validation" in caplog.text and "agent runs" in v.summary()
+
+
+@given(scales=st.lists(st.floats(0.3, 3.0), min_size=1, max_size=6), per_run=st.integers(3, 8),
+       spread_n=st.integers(0, 20), seed=st.integers(0, 2**16))
+@settings(max_examples=200, deadline=None)
+def test_run_drifts_take_out_any_speed_per_agent_run(scales, per_run, spread_n, seed):
+    """Property: when the device runs every model of agent run k `scales[k]` times as long as at the
+    table's build, and each run holds at least MIN_RUN_REFS references, measured / run drift gives
+    back the build-time latencies exactly, whatever the scales."""
+    from edgenas.latency.validate import run_drifts
+
+    rng = np.random.default_rng(seed)
+    chunk = per_run + spread_n
+    order = [object() for _ in range(chunk * len(scales))]
+    base = rng.uniform(1, 10, len(order))
+    then = {a: float(base[i]) for i, a in enumerate(order) if i % chunk < per_run}  # the references
+    measured = [base[i] * scales[i // chunk] for i in range(len(order))]
+    overall, runs = run_drifts(order, measured, then, chunk, min_refs=3)
+    assert runs == pytest.approx(scales)
+    assert np.allclose([m / runs[i // chunk] for i, m in enumerate(measured)], base)
+    assert overall == pytest.approx(float(np.median([measured[i] / base[i] for i, a in enumerate(order) if a in then])))
+    # A run with too few references takes the overall drift; no references at all: no adjustment.
+    _, runs = run_drifts(order, measured, then, chunk, min_refs=per_run + 1)
+    assert runs == [overall] * len(scales)
+    assert run_drifts(order, measured, {}, chunk) == (1.0, [1.0] * len(scales))
 
 
 @pytest.mark.parametrize("profiles,extra,message", [
