@@ -229,3 +229,100 @@ def test_bad_inputs_are_one_line_and_exit_2(demo, other_space_supernet, tmp_path
     line = _one_line(base + ["--epochs", "1"], capsys)
     assert "--arch" in line
     assert not (tmp_path / "ft").exists()
+
+
+# ---- two processes (gloo on the CPU), as `torchrun --nproc_per_node 2 -m edgenas finetune` runs it ----
+
+DDP_QUICK = ["train.threads=1", "data.limit=400", "train.batch_size=8", "train.steps_per_epoch=6"]
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, supernet: str, arch: str, out: str) -> None:
+    """One rank of a 2-process fine-tune through the API; saves what this rank trained and the
+    training images it was given (TensorSplit.batch is spied on, not replaced)."""
+    import torch.distributed as dist
+
+    from edgenas.data.dataset import TensorSplit
+    from edgenas.train.finetune import finetune
+
+    seen: list[tuple[int, list[int]]] = []
+    batch = TensorSplit.batch
+
+    def spy(self, indices):
+        seen.append((len(self), [int(i) for i in indices]))  # the test keeps the training split's
+        return batch(self, indices)
+
+    TensorSplit.batch = spy
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        steps: list[tuple[int, int, str]] = []
+        result = finetune(supernet, arch, out, epochs=2, overrides=DDP_QUICK,
+                          progress=False, on_step=lambda e: steps.append((e.epoch, e.step, str(e.archs[0]))))
+        torch.save({"state": result.net.state_dict(), "steps": steps, "seen": seen, "status": result.status},
+                   f"{out}.rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_fine_tune_identical_weights_on_disjoint_shards_and_rank_0_writes(demo, tmp_path):
+    import torch.multiprocessing as mp
+
+    from edgenas.data import load_dataset
+    from edgenas.search import load_results
+    from edgenas.space import Arch
+    from edgenas.train import load_supernet
+    from edgenas.train.checkpoint import load_subnet
+
+    arch = str(load_results(demo / "search.json").entry(1).arch)
+    out = tmp_path / "ft"
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), str(demo / "train"), arch, str(out)), nprocs=2, join=True)
+    r0, r1 = (torch.load(f"{out}.rank{r}.pt", weights_only=True) for r in (0, 1))
+    net, info = load_subnet(out)
+    assert r0["status"] == r1["status"] == "done"
+    # The same 2 epochs x 6 steps of the same subnet on both ranks ...
+    assert r0["steps"] == r1["steps"] and len(r0["steps"]) == 12 and {s[2] for s in r0["steps"]} == {arch}
+    # ... each rank on its own half of every global batch of 8: 4 images, none shared with the other rank.
+    n_train = len(load_dataset(info.data).train)
+    seen = [[i for n, i in r["seen"] if n == n_train and len(i) < 20] for r in (r0, r1)]  # BN draws hundreds
+    assert len(seen[0]) == len(seen[1]) == 12
+    for a, b in zip(*seen):
+        assert len(a) == len(b) == 4 and not set(a) & set(b)
+    assert len({i for s in seen[0][:6] + seen[1][:6] for i in s}) == 48  # epoch 1: 48 distinct images
+    # Identical weights on both ranks (gradients and BatchNorm statistics averaged), equal to what
+    # rank 0 alone wrote, and moved away from the subnet fine-tuning started from.
+    saved = net.state_dict()
+    assert r0["state"].keys() == r1["state"].keys() == saved.keys()
+    for k, v in r0["state"].items():
+        assert torch.equal(v, r1["state"][k]), k
+        assert torch.equal(v, saved[k]), k
+    assert info.finetune["epochs"] == 2 and info.finetune["accuracy_after"] is not None
+    sn, _ = load_supernet(demo / "train")
+    init = sn.materialize(Arch.parse(arch, sn.space)).state_dict()
+    assert any(not torch.equal(init[k], saved[k]) for k in saved if k.endswith("weight"))
+    # Only rank 0 wrote files: nothing per rank, and no temporary file left behind by an atomic write.
+    names = sorted(p.name for p in out.iterdir())
+    assert names == sorted(["checkpoint.pt", "finetuned.pt", "train_log.jsonl", "train_plot.png", "config.yaml"]), names
+
+
+def test_torchrun_finetune_cli_then_resume_to_done(demo, tmp_path):
+    from edgenas.train.checkpoint import load_subnet
+
+    out = tmp_path / "ft"
+
+    def torchrun(*args):
+        return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                               "-m", "edgenas", "finetune", *map(str, args)],
+                              env=ENV, capture_output=True, text=True, timeout=900)
+
+    sets = [x for item in DDP_QUICK for x in ("--set", item)]
+    proc = torchrun("--supernet", demo / "train", "--from", demo / "search.json", "--epochs", "1", "--out", out, *sets)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "2 processes" in proc.stderr and "->" in proc.stdout
+    net, info = load_subnet(out)
+    r = info.finetune
+    assert r["epochs"] == 1 and r["accuracy_before"] is not None and r["accuracy_after"] is not None
+    log = [json.loads(x) for x in (out / "train_log.jsonl").read_text().splitlines()]
+    assert [(x["phase"], x["epoch"]) for x in log if x["event"] == "epoch"] == [("finetune", 1)]
+    before = (out / "finetuned.pt").read_bytes()
+    again = torchrun("--out", out, "--resume")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert (out / "finetuned.pt").read_bytes() == before

@@ -172,10 +172,13 @@ class _Finetuner(_Trainer):
         # the keys the log, the plot and the metrics of a supernet run use, for the one subnet
         return {"val_acc_largest": acc, "val_acc_smallest": None, "val_largest": self.arch_text, "val_smallest": None}
 
+    def _finish_model(self) -> None:
+        # On every rank, so that each returns the subnet rank 0 writes.
+        recalibrate_bn(self.net, self._bn_images(), None, self.cfg.train.eval_batch_size)
+        self.net.eval()
+
     def _final(self) -> None:
         t = self.cfg.train
-        recalibrate_bn(self.net, self._bn_images(), None, t.eval_batch_size)
-        self.net.eval()
         seconds = sum(r.get("seconds", 0.0) for r in self.log.epochs())
         self.record.update(epochs=self.cfg.schedule.phases[0].epochs, seconds=round(seconds, 2))
         if t.test_at_end:

@@ -261,6 +261,9 @@ class _Trainer:
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         phases = self.cfg.schedule.phases
+        # Read before any step: no rank can write the final file before every rank has passed its
+        # first collective, so all ranks agree on whether the run still has to be finished.
+        finished = (self.run_dir / self.FINAL_NAME).is_file()
         if self.dist.main:
             log.info("%s %s on %s (%d steps of %d per epoch, %d process%s, %s) -> %s", self.WHAT,
                      self.space.name, self.dataset.describe(), self.steps, self.cfg.train.batch_size, self.dist.world,
@@ -269,8 +272,10 @@ class _Trainer:
             self._run_phase(p)
             if self.signals.signum is not None:
                 return self._result("stopped")
-        if self.dist.main and not (self.run_dir / self.FINAL_NAME).is_file():
-            self._final()
+        if not finished:
+            self._finish_model()
+            if self.dist.main:
+                self._final()
         self.dist.barrier()
         return self._result("done")
 
@@ -530,6 +535,9 @@ class _Trainer:
         state["rng"] = rng
         state["teacher"] = None if self.teacher is None else {k: v.cpu() for k, v in self.teacher.state_dict().items()}
         ckpt.save(self.ckpt_path, self._payload("checkpoint", state))
+
+    def _finish_model(self) -> None:
+        """What every rank does to the trained model before rank 0 tests and writes it (nothing here)."""
 
     def _final(self) -> None:
         """Test accuracy of the last phase's largest and smallest subnets; write supernet.pt and the plot."""
