@@ -39,11 +39,13 @@ def test_same_seed_same_result(strategy, options):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy,evaluations", [("rl", 600), ("tpe", 100)])
+@pytest.mark.parametrize("strategy,evaluations", [("rl", 1000), ("tpe", 100)])
 def test_beats_random_at_equal_evaluations(strategy, evaluations):
-    """On seeds 0-2 (measured: rl +0.88, +0.40, +1.01 and tpe +2.35, +0.32, +1.27 over random, on an
-    objective whose best random values spread by about 1 across seeds), each seed beats random at
-    the same number of evaluations and the mean gain is at least 0.25."""
+    """On seeds 0-2 (measured: rl +0.92, +0.37, +1.33 at 1,000 and tpe +2.35, +0.32, +1.27 at 100
+    over random, on an objective whose best random values spread by about 1 across seeds), each
+    seed beats random at the same number of evaluations and the mean gain is at least 0.25. (rl's
+    defaults, lr 0.005 and entropy 2.0, learn more slowly than the earlier lr 0.05: at 600 one seed
+    was 0.19 below random; they are tuned for 1,000-5,000 evaluations, benchmarks/search 2c.)"""
     space = load_space("mbv3-w1.2")
     acc = synthetic_accuracy(space, seed=3)
     cons = budgeted(space)
