@@ -261,8 +261,10 @@ class _Trainer:
     # ---- the run ---------------------------------------------------------------------------------
     def run(self) -> TrainResult:
         phases = self.cfg.schedule.phases
-        # Read before any step: no rank can write the final file before every rank has passed its
-        # first collective, so all ranks agree on whether the run still has to be finished.
+        # Read before any step, so that every rank agrees on whether the run still has to be finished:
+        # rank 0 writes the final file only after the steps' collectives, which wait for every rank.
+        # (A resumed run with no step left has none; there the other ranks may skip _finish_model,
+        # which is local, and only rank 0's model is written.)
         finished = (self.run_dir / self.FINAL_NAME).is_file()
         if self.dist.main:
             log.info("%s %s on %s (%d steps of %d per epoch, %d process%s, %s) -> %s", self.WHAT,
