@@ -141,8 +141,9 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         # 3x cheaper, and the predictor needs the ranking of subnets more than their last 0.1 pp.
         predictor, report = edgenas.build_predictor(supernet, dataset, predictor_path, samples=samples, seed=seed,
                                             bn_images=250, resolutions=info.trained_resolutions)
-        log.info("demo: predictor RMSE %.2f pp, Spearman %.3f on %d held-out subnets (ensemble spread %.2f pp)",
-                 report.rmse, report.spearman, report.n_test, report.sd)
+        log.info("demo: predictor RMSE %.2f pp, Spearman %.3f (95%% bootstrap interval %.2f to %.2f) on %d held-out "
+                 "subnets (ensemble spread %.2f pp)", report.rmse, report.spearman, report.spearman_low,
+                 report.spearman_high, report.n_test, report.sd)
     step("predictor")
 
     # 3. Profile this CPU (only missing keys are measured on a rerun).

@@ -174,6 +174,7 @@ def test_predictor_build_measures_resumably(files, tmp_path, capsys):
     assert "RMSE" in printed and "Spearman" in printed
     predictor = AccuracyPredictor.load(out, files["space"])
     assert predictor.report.n_train == 4 and predictor.report.n_test == 1
+    assert "bootstrap interval" not in printed and np.isnan(predictor.report.spearman_low)  # 1 test subnet: none
     log = tmp_path / "pred.pt.measured.jsonl"
     lines = log.read_text().splitlines()
     assert len(lines) == 1 + 5

@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"predictor for {supernet.space.name} trained on {report.n_train} subnets, tested on {report.n_test}:")
     rho = "n/a (too few test subnets)" if report.spearman != report.spearman else f"{report.spearman:.3f}"
+    if report.spearman_low == report.spearman_low:
+        rho += f" (95% bootstrap interval {report.spearman_low:.2f} to {report.spearman_high:.2f})"
     print(f"  RMSE {report.rmse:.3f} pp, Spearman {rho} (mean accuracy {report.mean_accuracy:.2f}%)")
     print(f"wrote {out}")
     return 0
