@@ -19,6 +19,7 @@ it is the cost of weight sharing itself (slicing, the full-size gradients).
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 
 import numpy as np
@@ -64,10 +65,7 @@ def main() -> None:
     cl = not args.nchw  # edgenas's memory format (its trainer's default: channels-last)
     if cl:
         ours.to(memory_format=torch.channels_last)
-    ofa_cl = import_ofa_mbv3()(n_classes=space.num_classes, width_mult=width, ks_list=list(space.kernel_sizes),
-                               expand_ratio_list=list(space.expand_ratios), depth_list=list(space.depths))
-    ofa_cl.load_state_dict(ofa.state_dict())
-    ofa_cl.train().to(memory_format=torch.channels_last)
+    ofa_cl = copy.deepcopy(ofa).to(memory_format=torch.channels_last)  # the same weights, in train mode
     opt = {"ours": sgd(ours), "ofa": sgd(ofa), "ofa-cl": sgd(ofa_cl)}
     supernets = {"ours": ours, "ofa": ofa, "ofa-cl": ofa_cl}
     formats = {"ours": cl, "ofa": False, "ofa-cl": True, "static": cl}

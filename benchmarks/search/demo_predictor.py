@@ -24,18 +24,12 @@ import numpy as np
 import torch
 
 from edgenas.search.measure import read_measurements
-from edgenas.search.predictor import DEFAULT_FEATURES, feature_matrix, spearman, train_predictor
+from edgenas.search.predictor import DEFAULT_FEATURES, feature_matrix, holdout_split, spearman, train_predictor
 from edgenas.space import Arch, encode
 
 
-def holdout(n: int, seed: int, share: float = 0.2):
-    order = np.random.default_rng(seed).permutation(n)  # the split train_predictor makes
-    k = max(1, int(round(share * n)))
-    return order[k:], order[:k]
-
-
 def sklearn_spearman(model, X, y, seed):
-    tr, te = holdout(len(y), seed)
+    tr, te = holdout_split(len(y), seed=seed)  # the split train_predictor makes
     mu, sd = X[tr].mean(0), X[tr].std(0) + 1e-9
     return spearman(model().fit((X[tr] - mu) / sd, y[tr]).predict((X[te] - mu) / sd), y[te])
 
@@ -58,6 +52,7 @@ def main() -> None:
     for run in args.runs:
         supernet, info = edgenas.load_supernet(Path(run) / "train")
         space = supernet.space
+        data = edgenas.load_dataset(info.data)
         measured = read_measurements(Path(run) / "train" / "supernet.predictor.pt.measured.jsonl", space)
         archs = [Arch.parse(a, space) for a in measured]
         targets = {"val top-1, BN from 250 images (the demo's)": np.array(list(measured.values()))}
@@ -65,7 +60,6 @@ def main() -> None:
             from edgenas.search.measure import subnet_accuracy
             from edgenas.train.evaluate import calibration_images
 
-            data = edgenas.load_dataset(info.data)
             exact = subnet_accuracy(supernet, data, calibration_images(data, len(data.train), 0), "val", 500)
             other = subnet_accuracy(supernet, data, calibration_images(data, 250, 1), "val", 500)
             targets["val top-1, BN from every training image"] = np.array([exact(a) for a in archs])
@@ -81,7 +75,7 @@ def main() -> None:
             ys = list(targets.values())
             rows["truth against truth (Spearman over all subnets)"] = {
                 "demo's vs exact BN": spearman(ys[0], ys[1]), "demo's vs other 250": spearman(ys[0], ys[2])}
-        report[run] = {"subnets": len(archs), "val_images": len(edgenas.load_dataset(info.data).val),
+        report[run] = {"subnets": len(archs), "val_images": len(data.val),
                        "accuracy_sd": float(targets[next(iter(targets))].std()), "held_out_spearman": rows}
         print(f"\n{run}: {len(archs)} subnets, val split {report[run]['val_images']} images, "
               f"accuracy sd {report[run]['accuracy_sd']:.2f} pp")

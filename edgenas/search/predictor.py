@@ -360,6 +360,13 @@ def spearman_interval(a: np.ndarray, b: np.ndarray, seed: int = 0, resamples: in
     return float(np.percentile(rho, tail)), float(np.percentile(rho, 100 - tail))
 
 
+def holdout_split(n: int, holdout: float = 0.2, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices of n pairs: a seeded `holdout` share (at least one) is held out."""
+    order = np.random.default_rng(seed).permutation(n)
+    n_test = max(1, int(round(holdout * n)))
+    return order[n_test:], order[:n_test]
+
+
 def train_predictor(space: SearchSpace, genomes: np.ndarray, accuracies: np.ndarray, holdout: float = 0.2,
                     seed: int = 0, hidden: Sequence[int] = HIDDEN, members: int = 5,
                     features: Sequence[str] = DEFAULT_FEATURES, **fit_options: Any,
@@ -369,9 +376,7 @@ def train_predictor(space: SearchSpace, genomes: np.ndarray, accuracies: np.ndar
     genomes, accuracies = np.asarray(genomes), np.asarray(accuracies, np.float64)
     if len(genomes) < 5:
         raise ValueError(f"need at least 5 measured architectures to train and test a predictor, got {len(genomes)}")
-    order = np.random.default_rng(seed).permutation(len(genomes))
-    n_test = max(1, int(round(holdout * len(genomes))))
-    test, train = order[:n_test], order[n_test:]
+    train, test = holdout_split(len(genomes), holdout, seed)
     predictor = AccuracyPredictor(space, hidden, seed=seed, members=members, features=features)
     predictor.fit(genomes[train], accuracies[train], seed=seed, **fit_options)
     pred, sd = predictor.predict_spread(genomes[test])
