@@ -95,6 +95,12 @@ class DemoResult:
         return onnx is not None and onnx <= self.budget_ms
 
 
+def _search_target(target_ms: float, minimum_ms: float) -> float:
+    """`target_ms` to the microsecond, but never below the smallest reachable latency: rounding
+    that minimum itself (0.3925 to 0.392 ms) made the search's budget infeasible."""
+    return max(round(target_ms, 3), minimum_ms)
+
+
 def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None = None, samples: int = 300,
              formats: list[str] | None = None, seed: int = 0,
              progress: bool | None = None) -> DemoResult:
@@ -167,7 +173,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
     # only the predicted one, fits: at least 10%, more when the calibration subnets measured
     # further above their predictions (90th percentile; small models on a shared CPU).
     margin = max(SAFETY_MARGIN, table.underprediction(space))
-    target = round(budget / (1 + margin), 3)
+    target = _search_target(budget / (1 + margin), reach.minimum)
     log.info("demo: reachable latency %.3f..%.3f ms on this CPU; budget %.3f ms, searching under %.3f ms "
              "(the table's error margin is %.0f%%)", reach.minimum, reach.maximum, budget, target, 100 * margin)
     final_profile = edgenas.DeviceProfile.from_dict(LOCAL_CPU_FINAL, source="edgenas demo")
@@ -209,7 +215,7 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         predicted = float(table.predict(arch, space))
         if measured is None or measured <= budget or attempt == RETRIES:
             break
-        target = round(max(budget * predicted / measured / (1 + SAFETY_MARGIN / 2), reach.minimum), 3)
+        target = _search_target(budget * predicted / measured / (1 + SAFETY_MARGIN / 2), reach.minimum)
         log.info("demo: %s measured %.3f ms, %.0f%% above its prediction and over the %.3f ms budget; "
                  "searching again under %.3f ms", arch, measured, 100 * (measured / predicted - 1), budget, target)
 
