@@ -19,6 +19,23 @@ def require_or_skip(condition: bool, reason: str) -> None:
 
 
 @pytest.fixture
+def busy_cpus():
+    """busy_cpus(n): start n processes that spin on a CPU each (for at most 5 minutes) and return
+    their PIDs; the fixture stops each by its PID when the test ends."""
+    started: list[subprocess.Popen] = []
+
+    def start(n: int) -> list[int]:
+        spin = "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end:\n    pass\n"
+        started.extend(subprocess.Popen([sys.executable, "-c", spin]) for _ in range(n))
+        return [p.pid for p in started]
+
+    yield start
+    for p in started:
+        os.kill(p.pid, 9)
+        p.wait(timeout=30)
+
+
+@pytest.fixture
 def ofa_note10_dir() -> Path:
     """OFA's published Note10 tables, shipped in the repo (latency_tables/ofa-note10)."""
     assert NOTE10.is_dir(), f"{NOTE10} is part of the repository"

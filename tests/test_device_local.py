@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -21,6 +23,7 @@ from edgenas.cli import main as cli_main  # noqa: E402
 from edgenas.device import (  # noqa: E402
     AGENT_PATH,
     CommandError,
+    CpuLoad,
     LocalTransport,
     MeasureResult,
     device_fingerprint,
@@ -180,6 +183,65 @@ def _agent_module():
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="the CPU counters are Linux's /proc/stat")
+@pytest.mark.parametrize("rounds", [1, 3])
+def test_agent_counts_what_else_the_cpus_did_while_timing(models, busy_cpus, rounds):
+    """With every CPU given a spinning process to share, the counters the results carry say that
+    other processes used a large share of the CPU time while the agent ran."""
+    busy_cpus(os.cpu_count() or 1)
+    time.sleep(0.5)  # the spinners are running
+    p = agent("--runtime", "onnxruntime", "--warmup", 10, "--runs", 300, "--rounds", rounds,
+              *[models["matmul"], models["dynamic"]] * 20)
+    assert p.returncode == 0, p.stderr
+    res = results_of(p.stdout)
+    for r in res:
+        cpu = r["cpu"]
+        assert set(cpu) == {"job", "ticks", "idle", "steal", "own"} and cpu["ticks"] > 0
+        assert 0 <= cpu["idle"] <= cpu["ticks"] and 0 <= cpu["steal"] <= cpu["ticks"] and cpu["own"] >= 0
+    assert len({r["cpu"]["job"] for r in res}) == 1 and res[-1]["cpu"]["ticks"] >= res[0]["cpu"]["ticks"]
+    load = CpuLoad.of([MeasureResult(model=r["model"], info={"cpu": r["cpu"]}) for r in res])
+    # fair shares: the spinners get about n/(n+1) of the CPUs; 0.3 leaves room for the scheduler
+    assert load.other > 0.3 and load.notable and "other processes used" in load.describe(), load
+
+
+_STEP = st.tuples(*[st.integers(0, 10**5)] * 4)  # idle, steal, own, other busy ticks of one result's span
+_JOBS = st.lists(st.lists(_STEP, min_size=1, max_size=5), min_size=1, max_size=4)
+
+
+def _job_results(jobs, prefix):
+    """Results as agents report them: each result's counters run from its job's start."""
+    out = []
+    for j, steps in enumerate(jobs):
+        total = [0, 0, 0, 0]
+        for step in steps:
+            total = [t + x for t, x in zip(total, step)]
+            idle, steal, own, busy = total
+            out.append(MeasureResult(model="m", info={"cpu": {"job": f"{prefix}{j}", "ticks": idle + steal + own + busy,
+                                                              "idle": idle, "steal": steal, "own": own}}))
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(_JOBS, _JOBS, st.randoms(use_true_random=False))
+def test_cpu_load_counts_each_agent_run_once_and_merges_like_its_counters(a, b, rnd):
+    """A job counts once, by its latest counters (in any order of its results); loads merged by
+    their CPU seconds are the load of both sets of jobs together; shares lie in [0, 1]."""
+    ra, rb = _job_results(a, "a"), _job_results(b, "b")
+    both = ra + rb
+    rnd.shuffle(both)
+    la, lb, lboth = CpuLoad.of(ra), CpuLoad.of(rb), CpuLoad.of(both)
+    totals = [sum(map(sum, zip(*steps))) for steps in a + b]  # every job's ticks at its end
+    if lboth is None:
+        assert sum(totals) == 0
+        return
+    assert lboth.seconds == pytest.approx(sum(totals) / 100)
+    if la is not None and lb is not None:
+        merged = la.merged(lb)
+        assert merged.steal == pytest.approx(lboth.steal, abs=1e-9) and merged.other == pytest.approx(lboth.other, abs=1e-9)
+    assert 0 <= lboth.steal <= 1 and 0 <= lboth.other <= 1 and lboth.steal + lboth.other <= 1 + 1e-12
+    assert CpuLoad.from_dict(lboth.to_dict()).steal == pytest.approx(lboth.steal, abs=1e-4)
 
 
 def test_agent_job_file(models, tmp_path):

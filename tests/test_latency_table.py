@@ -217,6 +217,11 @@ def _first_op(data):
     (lambda d: d["header"].update(calibration={"per_type": {"used": "yes", "scales": {"stem": 1.0}}}),
      "key 'header.calibration.per_type.used': got 'yes', expected true or false"),
     (lambda d: d.update(extra=1), "key 'extra': got an unknown key, expected one of header, ops"),
+    (lambda d: d["header"].update(device_load="busy"), "key 'header.device_load': got 'busy', expected a mapping"),
+    (lambda d: d["header"].update(device_load={"ops": {"steal": 1.5, "other": 0.0, "cpu_seconds": 2.0}}),
+     "key 'header.device_load.ops.steal': got 1.5"),
+    (lambda d: d["header"].update(device_load={"ops": {"steal": 0.1, "cpu_seconds": 2.0}}),
+     "key 'header.device_load.ops.other': got nothing"),
 ])
 def test_bad_tables_name_the_file_and_key(tmp_path, change, words):
     path = _mutated(tmp_path, change)

@@ -1,5 +1,6 @@
 """Profiling this machine (transport local, the real agent and onnxruntime), resuming, the CLI."""
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -264,6 +265,46 @@ def test_each_subnet_is_compared_at_the_speed_of_its_own_agent_run(built, space,
         assert compared == pytest.approx(measured / drift[k])
     assert v.to_dict()["run_drift"] == [round(min(drift), 4), round(max(drift), 4)]
     assert "changed speed during the validation" in caplog.text and "agent runs" in v.summary()
+
+
+@pytest.mark.skipif(not Path("/proc/stat").is_file(), reason="the CPU counters are Linux's /proc/stat")
+def test_the_table_and_its_validation_record_what_else_the_device_did(tmp_path, space, busy_cpus, caplog):
+    """A table measured while every CPU also runs a spinning process: its header records the share
+    of CPU time other processes used, per phase, a resumed run adds to that record, an unreliable
+    calibration's warning would say so, and the validation reports and warns about it."""
+    import dataclasses
+    import logging
+
+    from edgenas.device import CpuLoad
+    from edgenas.latency import validate_table
+    from edgenas.latency.calibration import CalibrationCheck
+
+    busy_cpus(os.cpu_count() or 1)
+    out = tmp_path / "t.yaml"
+    slow = dict(FAST, runs=300)  # enough timed runs for the kernel's 10 ms ticks to count
+    profile_device(LOCAL, space, out=out, calibrate=2, **slow)
+    first = yaml.safe_load(out.read_text())["header"]["device_load"]
+    assert set(first) == {"ops", "calibration"}
+    for phase in first.values():
+        assert phase["other"] > 0.3 and 0 <= phase["steal"] <= 1 and phase["cpu_seconds"] > 0, first
+    data = yaml.safe_load(out.read_text())
+    for key in list(data["ops"])[:20]:
+        del data["ops"][key]
+    out.write_text(yaml.safe_dump(data, sort_keys=False))
+    report = profile_device(LOCAL, space, out=out, calibrate=2, **slow)
+    again = yaml.safe_load(out.read_text())["header"]["device_load"]
+    assert len(report.measured) == 20 and again["ops"]["cpu_seconds"] > first["ops"]["cpu_seconds"]
+    assert again["calibration"] == first["calibration"]  # nothing was measured again
+    assert report.to_dict()["device_load"]["other"] > 0.3
+    check = CalibrationCheck(24, 0.5, 0.5, 0.5, 0.2, reasons=["the order does not follow the table"])
+    assert "other processes used" in check.warning("t", CpuLoad.from_dict(again["ops"]))
+
+    profile = dataclasses.replace(load_profile(LOCAL), warmup=1, runs=300)
+    with caplog.at_level(logging.WARNING, logger="edgenas.latency.validate"):
+        v = validate_table(out, profile, 4, progress=False, save=False)
+    d = v.to_dict()["device_load"]
+    assert d["other"] > 0.3 and len(d["run_steal"]) == 2 and "other processes used" in v.summary()
+    assert "the figures measure a busy device" in caplog.text
 
 
 @given(scales=st.lists(st.floats(0.3, 3.0), min_size=1, max_size=6), per_run=st.integers(3, 8),

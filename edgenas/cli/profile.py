@@ -127,8 +127,10 @@ def run(args: argparse.Namespace) -> int:
             errors.append(f"{profile.name}: {report}")
             continue
         out = report.to_dict()
-        log.info("%s: %s: %d measured, %d reused, %d failed in %.0f s", profile.name, report.path, len(report.measured),
-                 report.reused, len(report.failed), report.seconds)
+        load = out.get("device_load")
+        log.info("%s: %s: %d measured, %d reused, %d failed in %.0f s%s", profile.name, report.path, len(report.measured),
+                 report.reused, len(report.failed), report.seconds,
+                 f" (meanwhile steal {load['steal']:.0%}, other processes {load['other']:.0%} of the CPUs)" if load else "")
         cal = report.table.calibration
         check = (report.table.header.get("calibration") or {}).get("check") or {}
         verdict = ("unreliable" if report.table.unreliable else

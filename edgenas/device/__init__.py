@@ -8,7 +8,7 @@
 paramiko is imported only when an SSH transport is opened (extra ``edgenas[ssh]``).
 """
 from edgenas.device.profile import DeviceProfile, SSHConfig, load_profile
-from edgenas.device.runner import AGENT_PATH, MeasureResult, device_fingerprint, measure_models, measure_written
+from edgenas.device.runner import AGENT_PATH, CpuLoad, MeasureResult, device_fingerprint, measure_models, measure_written
 from edgenas.device.transport import (
     CommandError,
     ConnectionLost,
@@ -22,6 +22,7 @@ from edgenas.device.transport import (
 __all__ = [
     "AGENT_PATH",
     "CommandError",
+    "CpuLoad",
     "ConnectionLost",
     "DeviceProfile",
     "LocalTransport",

@@ -31,6 +31,14 @@ Output protocol (stdout, one JSON object per line, flushed as soon as it is know
 Anything the runtime libraries print to stdout is sent to stderr instead, so stdout carries
 only these lines.
 
+CPU counters: on Linux (/proc/stat) each result also carries "cpu": {"job", "ticks", "idle",
+"steal", "own"}, clock ticks summed over every CPU from the job's start (the "ready" event) to that
+result: all of them, idle (with iowait), stolen by a VM's host, and used by this process
+(os.times). "job" names the agent run; its latest result holds its totals. The kernel counts at
+its 10 ms tick, and the scheduler switches tasks at ticks, so a window shorter than a few ticks
+(one tiny model's timed runs) would be counted with a bias; a job's span is counted well. They
+say what share of the device the host took away (steal) and other processes used meanwhile.
+
 Timing: for each model the inputs are built once (random values of the model's input shapes
 and dtypes, with dynamic dimensions set to 1), then `warmup` untimed runs, then `runs` timed
 runs, each timed alone with time.perf_counter; the garbage collector is off while timing.
@@ -55,7 +63,7 @@ import platform
 import sys
 import time
 
-AGENT_VERSION = 3  # 3: model entries may name a TFLite signature
+AGENT_VERSION = 4  # 3: model entries may name a TFLite signature; 4: results carry "cpu" counters
 ROUND_PAUSE_S = 0.01  # between measurement rounds
 
 ORT_HINT = "pip install onnxruntime"
@@ -407,6 +415,42 @@ def split_runs(runs, rounds):
     return [runs // rounds + (1 if r < runs % rounds else 0) for r in range(rounds)]
 
 
+def cpu_counters():
+    """[ticks of every CPU, idle + iowait, steal, this process's user + system] now, from
+    /proc/stat and os.times; None where they cannot be read (not Linux, or a sandbox)."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        hz = os.sysconf("SC_CLK_TCK")
+        t = os.times()
+    except (OSError, ValueError, AttributeError):
+        return None
+    if len(fields) < 5 or fields[0] != "cpu":
+        return None
+    try:
+        v = [int(x) for x in fields[1:9]]  # user nice system idle iowait irq softirq steal (guest is in user)
+    except ValueError:
+        return None
+    return [sum(v), v[3] + v[4], v[7] if len(v) > 7 else 0, (t[0] + t[1]) * hz]
+
+
+class JobCounters(object):
+    """The counters' change since the job started, for each result."""
+
+    def __init__(self):
+        self.job = "%d-%d" % (os.getpid(), int(time.time() * 1e6))
+        self.start = cpu_counters()
+
+    def since_start(self):
+        """{"cpu": {...}} to merge into a result, or {} without counters."""
+        now = cpu_counters()
+        if self.start is None or now is None:
+            return {}
+        cpu = dict(zip(("ticks", "idle", "steal", "own"), [round(b - a, 2) for a, b in zip(self.start, now)]))
+        cpu["job"] = self.job
+        return {"cpu": cpu}
+
+
 def time_runs(run_once, warmup, runs):
     """`warmup` untimed calls, then the times of `runs` timed ones in seconds, as one round."""
     for _ in range(warmup):
@@ -473,10 +517,11 @@ def measure(opts, models):
             pass
     emit({"event": "ready", "runtime": module_name, "version": version, "models": len(models)})
     rng = make_rng(np)
+    counters = JobCounters()
     warmup, runs = int(opts.get("warmup", 10)), int(opts.get("runs", 50))
     rounds = int(opts.get("rounds", 1))
     if rounds > 1 and runs > 1:
-        measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, rounds)
+        measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, rounds, counters)
     else:
         shared = {}  # the interpreter of the file whose signatures are being timed
         for i, m in enumerate(models):
@@ -489,6 +534,7 @@ def measure(opts, models):
                 result = {"index": i, "model": name}
                 result.update(round_stats_ms(np, time_runs(run_once, warmup, runs)))
                 result.update(extra)
+                result.update(counters.since_start())
                 del run_once
             except Exception as exc:
                 result = failure(i, name, exc)
@@ -512,7 +558,7 @@ def failure(i, name, exc):
     return {"index": i, "model": name, "error": msg[:2000]}
 
 
-def measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, rounds):
+def measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, rounds, counters):
     """Load and warm up every model, then time them in interleaved rounds (see the docstring)."""
     names = [m.get("name") or os.path.basename(m["path"]) for m in models]
     results, live = {}, {}  # index -> failure result; index -> [run_once, info, rounds of times]
@@ -536,10 +582,12 @@ def measure_interleaved(np, rng, rt_mod, make, opts, models, warmup, runs, round
             except Exception as exc:
                 results[i] = failure(i, names[i], exc)
                 del live[i]
+    cpu = counters.since_start()  # the job's span: every round of every model
     for i, (_, extra, times) in live.items():
         results[i] = {"index": i, "model": names[i]}
         results[i].update(round_stats_ms(np, times))
         results[i].update(extra)
+        results[i].update(cpu)
     live.clear()
     shared.clear()
     for i in sorted(results):

@@ -80,6 +80,68 @@ class MeasureResult:
 
 _STAT_KEYS = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms")
 
+NOTABLE_STEAL = 0.05  # a share of the device's CPU time taken by a VM's host that is worth saying
+NOTABLE_OTHER = 0.10  # a share used by other processes that is
+
+
+@dataclass(frozen=True)
+class CpuLoad:
+    """What else the device's CPUs did while models were timed, from the agent's counters: the
+    share of all CPU time a VM's host took away (steal) and the share other processes used."""
+
+    steal: float
+    other: float
+    seconds: float  # CPU seconds counted (every CPU), at the kernel's 10 ms tick
+
+    @classmethod
+    def of(cls, results: Sequence[MeasureResult]) -> "CpuLoad | None":
+        """The load over the agent runs of `results`, None where none carries counters. Each
+        result's counters run from its agent run's start (the agent's docstring), so a run counts
+        once, with its latest counters."""
+        latest: dict[str, dict] = {}
+        for r in results:
+            cpu = r.info.get("cpu") if r.ok else None
+            if isinstance(cpu, dict) and float(cpu.get("ticks", 0)) >= float(latest.get(cpu.get("job"), {}).get("ticks", -1)):
+                latest[cpu.get("job")] = cpu
+        ticks, idle, steal, own = (sum(float(c.get(k, 0.0)) for c in latest.values())
+                                   for k in ("ticks", "idle", "steal", "own"))
+        if ticks <= 0:
+            return None
+        # USER_HZ, the unit of /proc/stat and os.times, is 100 on every Linux architecture
+        return cls(steal=steal / ticks, other=max(ticks - idle - steal - own, 0.0) / ticks, seconds=ticks / 100)
+
+    @classmethod
+    def from_dict(cls, d: Any) -> "CpuLoad | None":
+        """The load a table header records (to_dict), None for anything else."""
+        try:
+            return cls(float(d["steal"]), float(d["other"]), float(d["cpu_seconds"]))
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def merged(self, other: "CpuLoad | None") -> "CpuLoad":
+        """The load over both measurements (weighted by their CPU seconds)."""
+        if other is None or other.seconds + self.seconds <= 0:
+            return self
+        w = self.seconds + other.seconds
+        return CpuLoad((self.steal * self.seconds + other.steal * other.seconds) / w,
+                       (self.other * self.seconds + other.other * other.seconds) / w, w)
+
+    @property
+    def notable(self) -> bool:
+        return self.steal >= NOTABLE_STEAL or self.other >= NOTABLE_OTHER
+
+    def to_dict(self) -> dict[str, float]:
+        return {"steal": round(self.steal, 4), "other": round(self.other, 4), "cpu_seconds": round(self.seconds, 1)}
+
+    def describe(self) -> str:
+        """A clause for a warning: what took the device's CPUs away from the measurement."""
+        parts = []
+        if self.steal >= NOTABLE_STEAL:
+            parts.append(f"the VM's host took {self.steal:.0%} of the device's CPU time (steal)")
+        if self.other >= NOTABLE_OTHER:
+            parts.append(f"other processes used {self.other:.0%}" + (" of it" if parts else " of the device's CPU time"))
+        return " and ".join(parts) or f"the device was otherwise idle (steal {self.steal:.0%}, other processes {self.other:.0%})"
+
 
 @contextlib.contextmanager
 def _transport(profile: DeviceProfile, transport: Transport | None) -> Iterator[Transport]:

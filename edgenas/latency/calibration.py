@@ -243,9 +243,11 @@ class CalibrationCheck:
             out["advice"] = ADVICE
         return out
 
-    def warning(self, name: str) -> str:
-        """One line for the terminal."""
-        return (f"latency table {name} is unreliable: {'; '.join(self.reasons)}; {ADVICE}, then profile again "
+    def warning(self, name: str, load=None) -> str:
+        """One line for the terminal; `load` (edgenas.device.CpuLoad) says what else the device's
+        CPUs did meanwhile, where that was notable."""
+        busy = f"; while it was measured, {load.describe()}" if load is not None and load.notable else ""
+        return (f"latency table {name} is unreliable: {'; '.join(self.reasons)}{busy}; {ADVICE}, then profile again "
                 "(edgenas search refuses it without --force)")
 
 

@@ -27,7 +27,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgenas.device import DeviceProfile, device_fingerprint, load_profile, open_transport
-from edgenas.device.runner import MeasureResult, measure_written
+from edgenas.device.runner import CpuLoad, MeasureResult, measure_written
 from edgenas.device.transport import Transport
 from edgenas.errors import DeviceError, EdgeNASError
 from edgenas.latency.formats import ModelFormat, model_format
@@ -77,6 +77,7 @@ class ProfileReport:
             "phases": {k: round(v, 1) for k, v in self.phases.items()},
             **({"few_shot": {k: fs.get(k) for k in ("k", "reference", "fit", "seconds")}}
                if (fs := self.table.header.get("few_shot")) else {}),
+            **({"device_load": load.to_dict()} if (load := header_load(self.table)) is not None else {}),
         }
 
 
@@ -342,7 +343,10 @@ def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progre
                 return fmt.write_ops(chunk, d, stage)
             return [fmt.write_op(op, d / f"op{i:05d}{fmt.suffix}") for i, op in enumerate(chunk)]
 
+        measured: list[MeasureResult] = []
+
         def stored(op, r: MeasureResult) -> None:
+            measured.append(r)
             if r.ok:
                 table.set(op.key, _result_entry(r))
                 report.measured.append(op.key)
@@ -354,8 +358,33 @@ def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progre
             if on_result is not None:
                 on_result(op.key, r)
 
-        measure_written(profile, todo, write, transport=t, chunk_size=chunk_size, on_result=stored,
-                        on_stage=bar.set_postfix_str)
+        try:
+            measure_written(profile, todo, write, transport=t, chunk_size=chunk_size, on_result=stored,
+                            on_stage=bar.set_postfix_str)
+        finally:  # what was measured before a dropped connection counts too
+            record_load(table, "ops", measured)
+
+
+def record_load(table: LatencyTable, phase: str, results: Sequence[MeasureResult]) -> CpuLoad | None:
+    """Add what else the device's CPUs did while `results` were timed to the header's
+    `device_load.<phase>` (merged with an earlier run's, when a profile resumes); the merged load."""
+    load = CpuLoad.of(results)
+    if load is None:
+        return CpuLoad.from_dict((table.header.get("device_load") or {}).get(phase))
+    rec = table.header.setdefault("device_load", {})
+    merged = load.merged(CpuLoad.from_dict(rec.get(phase)))
+    rec[phase] = merged.to_dict()
+    return merged
+
+
+def header_load(table: LatencyTable) -> CpuLoad | None:
+    """The load of every phase the header's `device_load` records, combined."""
+    load = None
+    for record in (table.header.get("device_load") or {}).values():
+        one = CpuLoad.from_dict(record)
+        if one is not None:
+            load = one.merged(load)
+    return load
 
 
 def calibration_archs(space: SearchSpace, resolutions: Sequence[int], k: int, seed: int) -> list[Arch]:
@@ -390,9 +419,12 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
     todo = [a for a in archs if str(a) not in nets or "repeat_median" not in nets[str(a)]]
     passes = {a: (0 if str(a) not in nets else 1) for a in todo}  # measurements each already has
 
+    measured_now: list[MeasureResult] = []
+
     def stored(a: Arch, r: MeasureResult) -> None:
         if not r.ok:
             raise DeviceError(f"device '{profile.name}': calibration subnet {a} failed: {r.error}")
+        measured_now.append(r)
         if passes[a] == 0:
             nets[str(a)] = _result_entry(r)
             report.networks_measured.append(str(a))
@@ -405,8 +437,11 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
 
     if todo:
         fresh = [a for a in todo if passes[a] == 0]
-        measure_networks(profile, fmt, space, todo, t, progress=progress, position=position,
-                         desc=f"{profile.name} calibration", on_result=stored, repeats=2 if fresh else 1)
+        try:
+            measure_networks(profile, fmt, space, todo, t, progress=progress, position=position,
+                             desc=f"{profile.name} calibration", on_result=stored, repeats=2 if fresh else 1)
+        finally:
+            record_load(table, "calibration", measured_now)
     kept = [Arch.parse(a, space) for a in (table.header.get("few_shot_history") or {}).get("subnets") or []]
     used = [a for a in archs if str(a) in nets] + [a for a in kept if a not in archs and str(a) in nets]
     raw = [table.predict_raw(a, space) for a in used]
@@ -434,7 +469,7 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
         "fitted_on": len(used), "per_type": choice.to_header(), "check": check.to_header(),
     })
     if not check.reliable:
-        log.warning("%s", check.warning(table.name))
+        log.warning("%s", check.warning(table.name, header_load(table)))
     cal["networks"] = cal.pop("networks")  # keep it last in the header: it is long
     saver.touch()
 

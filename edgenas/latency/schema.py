@@ -3,7 +3,8 @@
 An edgenas table is `{header, ops}`; the header is open metadata (the profiler adds records to it)
 but the keys that predictions read are checked: format, format_version, name, space, statistic,
 resolutions, the calibration (overhead_ms, scale, offset_ms, per_type, networks) and a few-shot
-table's records (few_shot: k, seed, subnets, target_overhead; few_shot_history: subnets). Every entry of `ops`
+table's records (few_shot: k, seed, subnets, target_overhead; few_shot_history: subnets), and the
+device load the profiler records (device_load: per phase steal, other, cpu_seconds). Every entry of `ops`
 and of `calibration.networks` is a latency in milliseconds: finite, never negative. OFA's
 published `R_lookup_table.yaml` files are a mapping of layer keys to {count, mean, std}.
 """
@@ -102,6 +103,19 @@ def check_table(data: Any, source: str) -> tuple[dict, dict]:
                 for arch, e in nets.items():
                     _entry(e, f"header.calibration.networks.{echo(arch)[1:-1]}", extra_ok=True)
         _few_shot(header)
+        load = header.get("device_load")
+        if load is not None:  # edgenas.device.CpuLoad per phase, what else the device did (profiler.record_load)
+            if not isinstance(load, Mapping):
+                raise Invalid("header.device_load", load, "a mapping of phase: {steal, other, cpu_seconds}")
+            for phase, rec in load.items():
+                where = f"header.device_load.{echo(phase)[1:-1]}"
+                if not isinstance(rec, Mapping):
+                    raise Invalid(where, rec, "a mapping {steal, other, cpu_seconds}")
+                for key, sp in (("steal", {"min": 0.0, "max": 1.0}), ("other", {"min": 0.0, "max": 1.0}),
+                                ("cpu_seconds", {"min": 0.0, "max": 1e12})):
+                    if key not in rec:
+                        raise Invalid(f"{where}.{key}", "nothing (the key is missing)", "a number", rendered=True)
+                    value_of(float, rec[key], f"{where}.{key}", sp)
         if ops is None:
             ops = {}
         if not isinstance(ops, Mapping):

@@ -18,7 +18,9 @@ is therefore compared at the drift of its own agent run, the median over that ru
 subnets (`MIN_RUN_REFS` of them at least; otherwise the whole validation's median); the figures
 at one drift for all and without any adjustment are reported beside. A drift far from 1 is warned
 about (it is more likely another device or another runtime setting than a slow spell), and so
-are runs whose drifts differ by more than the ±10% a table is judged by.
+are runs whose drifts differ by more than the ±10% a table is judged by. The agent's CPU counters
+say what else the device did meanwhile (`load`: the share of CPU time a VM's host took away, and
+the share other processes used), overall and per agent run; a notable load is warned about.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from edgenas.device import DeviceProfile, load_profile
+from edgenas.device import CpuLoad, DeviceProfile, load_profile
 from edgenas.device.transport import Transport
 from edgenas.errors import DeviceError, EdgeNASError
 from edgenas.latency.formats import model_format
@@ -51,6 +53,8 @@ class ValidationReport:
     drift: float = 1.0  # the device's latency now / at the table's build (1.0: not checked)
     drift_subnets: int = 0  # calibration subnets measured again to estimate it
     run_drift: np.ndarray | None = None  # per subnet: the drift of its own agent run (None: `drift` for all)
+    load: CpuLoad | None = None  # what else the device's CPUs did meanwhile (None: no counters)
+    run_loads: list[CpuLoad] | None = None  # the same per agent run
 
     @property
     def drifts(self) -> np.ndarray:
@@ -99,6 +103,11 @@ class ValidationReport:
                               "mean_abs_pct_error": round(float(np.mean(np.abs(one))) * 100, 2)}
             runs = np.unique(self.drifts)
             d["run_drift"] = [round(float(runs.min()), 4), round(float(runs.max()), 4)]
+        if self.load is not None:
+            d["device_load"] = self.load.to_dict()
+            if self.run_loads:
+                steal = [x.steal for x in self.run_loads]
+                d["device_load"]["run_steal"] = [round(min(steal), 4), round(max(steal), 4)]
         return d
 
     def summary(self) -> str:
@@ -112,6 +121,8 @@ class ValidationReport:
             line += (f"; device {self.drift:.3f}x the table's build latency{runs} ({self.drift_subnets} calibration "
                      f"subnets re-measured), at one drift within ±10%: {d['one_drift']['within_10pct'] * 100:.0f}%, "
                      f"unadjusted within ±10%: {d['unadjusted']['within_10pct'] * 100:.0f}%")
+        if self.load is not None and self.load.notable:
+            line += f"; meanwhile {self.load.describe()}"
         return line
 
 
@@ -160,6 +171,13 @@ def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | st
         raise DeviceError(f"device '{profile.name}': subnet {bad[0][0]} failed to run: {bad[0][1]}")
     measured = [r.median_ms for r in results]
     drift, by_run = run_drifts(order, measured, {a: then[a] for a in refs}, CHUNK)
+    loads = [CpuLoad.of(results[k:k + CHUNK]) for k in range(0, len(results), CHUNK)]
+    run_loads = [x for x in loads if x is not None]
+    load = CpuLoad.of(results)
+    if load is not None and load.notable:
+        log.warning("while %s was validated on %s, %s (agent runs: steal %.0f-%.0f%%): the figures measure a busy "
+                    "device; validate on a quiet one for figures a user can rely on", table.name, profile.name,
+                    load.describe(), 100 * min(x.steal for x in run_loads), 100 * max(x.steal for x in run_loads))
     if refs and not 2 / 3 <= drift <= 1.5:
         log.warning("%s runs the table's calibration subnets %.2fx as long as when %s was built: is it the same "
                     "device, runtime and thread count? The validation compares at the table's speed.",
@@ -172,7 +190,8 @@ def validate_table(table: LatencyTable | str | Path, profile: DeviceProfile | st
     position = {id(a): i for i, a in enumerate(order)}
     report = ValidationReport(archs, np.asarray(predicted, float), np.array([measured[position[id(a)]] for a in archs]),
                               drift=drift, drift_subnets=len(refs),
-                              run_drift=np.array([by_run[position[id(a)] // CHUNK] for a in archs]))
+                              run_drift=np.array([by_run[position[id(a)] // CHUNK] for a in archs]),
+                              load=load, run_loads=run_loads or None)
     if plot is not None:
         report.plot = plot_validation(report, plot, title=f"{table.name}")
     table.header["validation"] = {"date": now(), "device": profile.key(), "seed": seed, **report.to_dict()}
