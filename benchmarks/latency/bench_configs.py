@@ -207,6 +207,7 @@ def main() -> None:
         entry["calibration"].update({k: cal[k] for k in cal if k.startswith("per_type")})
         entry["reliable"] = not table.unreliable
         entry["unreliable_reasons"] = table.unreliable
+        entry["device_load"] = table.header.get("device_load")  # steal and other processes, per phase
         if args.validate:
             t0 = time.perf_counter()
             v = validate_table(table_path, profile_path, args.validate, seed=1, progress=not args.quiet,
