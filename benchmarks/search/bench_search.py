@@ -174,6 +174,7 @@ OPTIONS = {  # per strategy, at E evaluations (evolution and nsga2 stop at max_e
     "random": lambda E: {"evaluations": E},
     "rl": lambda E: {"evaluations": E},
     "tpe": lambda E: {"evaluations": E},
+    "tpe-int": lambda E: {"evaluations": E, "categorical": False},  # the genes as integer parameters
 }
 
 
@@ -188,6 +189,7 @@ def strategies(space, predictor, lat, seeds, evaluations, budgets, names):
 
     STRATEGIES["nsga2-pymoo"] = nsga2_pymoo
     STRATEGIES["nsga2-optuna"] = nsga2_optuna
+    STRATEGIES["tpe-int"] = STRATEGIES["tpe"]  # with categorical=False (OPTIONS)
     acc = predictor_metric(predictor)
     out = {}
     for E in evaluations:

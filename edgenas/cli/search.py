@@ -28,7 +28,8 @@ strategy options (--option KEY=VALUE, repeatable; the results file records every
   random     evaluations, batch
   rl         evaluations (5000), batch (50), reward (hard|soft), reward_exponent (-0.07), lr (0.005),
              entropy (2.0), baseline_decay (0.9), hidden (64), patience (20)
-  tpe        evaluations (1000), startup (20), candidates (24), multivariate (true)
+  tpe        evaluations (1000), startup (20), candidates (24), multivariate (true), categorical (true;
+             false: the genes as integers, 8x slower)
   differentiable  steps, batch_size, arch_lr, weight_lr, freeze_weights (the flags above), tau_start (5),
              tau_end (0.5), multiplier_lr (2)
 """
