@@ -35,9 +35,9 @@ CPU counters: on Linux (/proc/stat) each result also carries "cpu": {"job", "tic
 "steal", "own"}, clock ticks summed over every CPU from the job's start (the "ready" event) to that
 result: all of them, idle (with iowait), stolen by a VM's host, and used by this process
 (os.times). "job" names the agent run; its latest result holds its totals. The kernel counts at
-its 10 ms tick, and the scheduler switches tasks at ticks, so a window shorter than a few ticks
-(one tiny model's timed runs) would be counted with a bias; a job's span is counted well. They
-say what share of the device the host took away (steal) and other processes used meanwhile.
+its 10 ms tick: over one tiny model's timed runs (a few ms) the counts came out at about half the
+ticks expected in a test on a 2-core VM, while over a job's span they add up. They say what share
+of the device the host took away (steal) and other processes used meanwhile.
 
 Timing: for each model the inputs are built once (random values of the model's input shapes
 and dtypes, with dynamic dimensions set to 1), then `warmup` untimed runs, then `runs` timed
