@@ -184,10 +184,23 @@ def test_calibration_subnets_are_distinct_random_subnets_over_the_resolutions():
     assert len(calibration_archs(narrow, [24], 5, seed=0)) == 1  # all there are, and it stops
 
 
-def _mutated(tmp_path, change):
-    table = synthetic_table(load_space("mbv3-tiny"))
-    path = table.save(tmp_path / "t.yaml")
-    data = yaml.safe_load(path.read_text())
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory):
+    """A table as `edgenas profile` writes it (this machine, mbv3-tiny at 24 px, quickly)."""
+    pytest.importorskip("onnxruntime")
+    from pathlib import Path
+
+    from edgenas.latency import profile_device
+
+    out = tmp_path_factory.mktemp("profiled") / "t.yaml"
+    local = Path(__file__).resolve().parents[1] / "device_profiles" / "local-cpu.yaml"
+    profile_device(local, "mbv3-tiny", resolutions=[24], out=out, calibrate=2, warmup=1, runs=3, progress=False)
+    return out.read_text()
+
+
+def _mutated(tmp_path, change, text):
+    path = tmp_path / "t.yaml"
+    data = yaml.safe_load(text)
     change(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -223,8 +236,8 @@ def _first_op(data):
     (lambda d: d["header"].update(device_load={"ops": {"steal": 0.1, "cpu_seconds": 2.0}}),
      "key 'header.device_load.ops.other': got nothing"),
 ])
-def test_bad_tables_name_the_file_and_key(tmp_path, change, words):
-    path = _mutated(tmp_path, change)
+def test_bad_tables_name_the_file_and_key(tmp_path, change, words, profiled):
+    path = _mutated(tmp_path, change, profiled)
     with pytest.raises(ConfigError) as err:
         LatencyTable.load(path)
     msg = str(err.value)

@@ -83,7 +83,7 @@ from edgenas.latency.formats import model_format
 from edgenas.latency.ops import enumerate_ops, resolutions_of
 from edgenas.latency.profiler import (OVERHEAD_MODEL, ProfileReport, _check_device, _opened, _result_entry, _Saver,
                                       check_same_device, default_table_path, header_load, held_offset, measure_networks,
-                                      measure_overhead, new_table, record_load)
+                                      measure_overhead, new_table, recording_load)
 from edgenas.latency.table import LatencyTable, entry, now
 from edgenas.space import Arch, SearchSpace, load_space, sample
 from edgenas.space.arch import smallest as smallest_arch
@@ -482,8 +482,6 @@ def profile_few_shot(profile: DeviceProfile | str | Path, space: SearchSpace | s
             log.info("%s: few-shot table of %s at %s px from %d subnets: %d to measure, %d already in %s",
                      profile.name, space.name, ",".join(map(str, res)), k, len(todo), k - len(todo), out)
 
-            measured: list[MeasureResult] = []
-
             def stored(a: Arch, r: MeasureResult) -> None:
                 if not r.ok:
                     raise DeviceError(f"device '{profile.name}': few-shot subnet {a} failed: {r.error}")
@@ -495,11 +493,9 @@ def profile_few_shot(profile: DeviceProfile | str | Path, space: SearchSpace | s
                     on_result(f"net:{a}", r)
 
             if todo:
-                try:
+                with recording_load(table, "few_shot") as measured:
                     measure_networks(profile, fmt, space, todo, t, progress=progress,
                                      desc=f"{profile.name} few-shot", on_result=stored)
-                finally:
-                    record_load(table, "few_shot", measured)
             report.phases["networks"] = time.monotonic() - t0 - report.phases["setup"]
         except DeviceError as exc:
             saver.flush()

@@ -343,8 +343,6 @@ def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progre
                 return fmt.write_ops(chunk, d, stage)
             return [fmt.write_op(op, d / f"op{i:05d}{fmt.suffix}") for i, op in enumerate(chunk)]
 
-        measured: list[MeasureResult] = []
-
         def stored(op, r: MeasureResult) -> None:
             measured.append(r)
             if r.ok:
@@ -358,23 +356,24 @@ def _measure_ops(profile, t, fmt, table, todo, chunk_size, saver, report, progre
             if on_result is not None:
                 on_result(op.key, r)
 
-        try:
+        with recording_load(table, "ops") as measured:
             measure_written(profile, todo, write, transport=t, chunk_size=chunk_size, on_result=stored,
                             on_stage=bar.set_postfix_str)
-        finally:  # what was measured before a dropped connection counts too
-            record_load(table, "ops", measured)
 
 
-def record_load(table: LatencyTable, phase: str, results: Sequence[MeasureResult]) -> CpuLoad | None:
-    """Add what else the device's CPUs did while `results` were timed to the header's
-    `device_load.<phase>` (merged with an earlier run's, when a profile resumes); the merged load."""
-    load = CpuLoad.of(results)
-    if load is None:
-        return CpuLoad.from_dict((table.header.get("device_load") or {}).get(phase))
-    rec = table.header.setdefault("device_load", {})
-    merged = load.merged(CpuLoad.from_dict(rec.get(phase)))
-    rec[phase] = merged.to_dict()
-    return merged
+@contextlib.contextmanager
+def recording_load(table: LatencyTable, phase: str):
+    """Yields a list for the results measured in the block; at its end, also when the connection
+    dropped, adds what else the device's CPUs did meanwhile to the header's `device_load.<phase>`
+    (merged with an earlier run's, when a profile resumes)."""
+    results: list[MeasureResult] = []
+    try:
+        yield results
+    finally:
+        load = CpuLoad.of(results)
+        if load is not None:
+            rec = table.header.setdefault("device_load", {})
+            rec[phase] = load.merged(CpuLoad.from_dict(rec.get(phase))).to_dict()
 
 
 def header_load(table: LatencyTable) -> CpuLoad | None:
@@ -419,8 +418,6 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
     todo = [a for a in archs if str(a) not in nets or "repeat_median" not in nets[str(a)]]
     passes = {a: (0 if str(a) not in nets else 1) for a in todo}  # measurements each already has
 
-    measured_now: list[MeasureResult] = []
-
     def stored(a: Arch, r: MeasureResult) -> None:
         if not r.ok:
             raise DeviceError(f"device '{profile.name}': calibration subnet {a} failed: {r.error}")
@@ -437,11 +434,9 @@ def _calibrate(profile, t, fmt, table, space, res, k, seed, saver, report, progr
 
     if todo:
         fresh = [a for a in todo if passes[a] == 0]
-        try:
+        with recording_load(table, "calibration") as measured_now:
             measure_networks(profile, fmt, space, todo, t, progress=progress, position=position,
                              desc=f"{profile.name} calibration", on_result=stored, repeats=2 if fresh else 1)
-        finally:
-            record_load(table, "calibration", measured_now)
     kept = [Arch.parse(a, space) for a in (table.header.get("few_shot_history") or {}).get("subnets") or []]
     used = [a for a in archs if str(a) in nets] + [a for a in kept if a not in archs and str(a) in nets]
     raw = [table.predict_raw(a, space) for a in used]

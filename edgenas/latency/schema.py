@@ -31,6 +31,15 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class DeviceLoad:
+    """One phase of `header.device_load` (edgenas.device.CpuLoad.to_dict)."""
+
+    steal: float = field(metadata=spec(min=0.0, max=1.0))
+    other: float = field(metadata=spec(min=0.0, max=1.0))
+    cpu_seconds: float = field(metadata=spec(min=0.0, max=1e12))
+
+
+@dataclass(frozen=True)
 class SpaceInfo:
     name: str = field(metadata=spec(min_len=1, max_len=200))
     hash: Optional[str] = field(default=None, metadata=spec(max_len=64))
@@ -108,14 +117,7 @@ def check_table(data: Any, source: str) -> tuple[dict, dict]:
             if not isinstance(load, Mapping):
                 raise Invalid("header.device_load", load, "a mapping of phase: {steal, other, cpu_seconds}")
             for phase, rec in load.items():
-                where = f"header.device_load.{echo(phase)[1:-1]}"
-                if not isinstance(rec, Mapping):
-                    raise Invalid(where, rec, "a mapping {steal, other, cpu_seconds}")
-                for key, sp in (("steal", {"min": 0.0, "max": 1.0}), ("other", {"min": 0.0, "max": 1.0}),
-                                ("cpu_seconds", {"min": 0.0, "max": 1e12})):
-                    if key not in rec:
-                        raise Invalid(f"{where}.{key}", "nothing (the key is missing)", "a number", rendered=True)
-                    value_of(float, rec[key], f"{where}.{key}", sp)
+                section_of(DeviceLoad, rec, f"header.device_load.{echo(phase)[1:-1]}")
         if ops is None:
             ops = {}
         if not isinstance(ops, Mapping):
