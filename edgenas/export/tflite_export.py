@@ -171,18 +171,30 @@ def quantized_graph(module: nn.Module, calib_images: torch.Tensor, quantizer, ba
     """`module` (an eval-mode NCHW net, already `deployable`) exported channels-last (`layout`), prepared with
     `quantizer`, calibrated on `calib_images` (NCHW) in batches of `batch_size` and converted:
     the PT2E graph that litert-torch turns into an int8 TFLite model."""
+    return calibrated_pt2e(layout(int8_friendly(split_depthwise(module))).eval(), [calib_images], quantizer,
+                           batch_size)
+
+
+def calibrated_pt2e(net: nn.Module, calib_inputs: list[torch.Tensor], quantizer, batch_size: int = CALIB_BATCH):
+    """The PT2E steps of `quantized_graph` for an NHWC `net` taking one input per tensor of
+    `calib_inputs` (NCHW, all with as many samples): one export, prepare and convert, calibrated
+    on batches i of every input together. Observers belong to nodes, so a net of independent
+    parts (`edgenas.export.tflite_layers.Parallel`) gets for each part the ranges it gets alone."""
     from torchao.quantization.pt2e import move_exported_model_to_eval
     from torchao.quantization.pt2e.quantize_pt2e import convert_pt2e, prepare_pt2e
 
-    net = layout(int8_friendly(split_depthwise(module))).eval()
+    n = {len(x) for x in calib_inputs}
+    if len(n) != 1:
+        raise ValueError("every calibration input needs as many samples")
     with _quiet(), torch.no_grad():
         # Batch 2 so the batch dimension stays symbolic (1 would be specialised) and calibration can batch.
         batch = torch.export.Dim("batch", min=1, max=4096)
-        example = _nhwc_example(calib_images.shape[-1], 2, channels=calib_images.shape[1])
-        graph = torch.export.export(net, (example,), dynamic_shapes=({0: batch},)).module()
+        examples = tuple(_nhwc_example(x.shape[-1], 2, channels=x.shape[1]) for x in calib_inputs)
+        shapes = ({0: batch},) if len(examples) == 1 else (tuple({0: batch} for _ in examples),)
+        graph = torch.export.export(net, examples, dynamic_shapes=shapes).module()
         graph = prepare_pt2e(graph, quantizer)
-        for start in range(0, len(calib_images), batch_size):
-            graph(to_nhwc(calib_images[start:start + batch_size]))
+        for start in range(0, n.pop(), batch_size):
+            graph(*(to_nhwc(x[start:start + batch_size]) for x in calib_inputs))
         graph = convert_pt2e(graph, fold_quantize=False)
         move_exported_model_to_eval(graph)
         graph.training = False  # what litert-torch looks at; .eval() is refused on exported graphs

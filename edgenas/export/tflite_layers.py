@@ -15,8 +15,10 @@ agent runs alone (`edgenas.device.agent`, a model entry with a "signature").
 
 A layer is written as `edgenas.export.formats.FORMATS[...].write` writes it alone: the same
 `deployable` rewrite, `split_depthwise`, channels-last input, and for int8 the same PT2E
-quantizer, observers and calibration batches (`tflite_export.quantized_graph`), applied per
-layer; only the final litert-torch conversion is shared. One difference, on purpose: a layer's
+quantizer, observers and calibration batches (`tflite_export.calibrated_pt2e`): the layers of
+a file go through one PT2E export, prepare and convert side by side, each layer's observers fed
+its own calibration inputs (half the cost of one PT2E pass per layer), then one litert-torch
+conversion. One difference, on purpose: a layer's
 feature-map output stays NHWC (`ChannelsLastLayer`), as it is inside a network, where a file of
 its own would end in a TRANSPOSE to NCHW that no network runs. tests/test_tflite_tables.py
 checks that each signature holds the same operators, tensor shapes, types and quantization as
@@ -88,14 +90,14 @@ def convert_layers_int8(layers: Sequence[nn.Module], calib_inputs: Sequence[torc
     _check(layers, names, calib_inputs, "calibration batch")
     litert_torch = te.require_litert()  # first: its first import is noisy (in a worker process, it is the first)
     from litert_torch.quantize.quant_config import QuantConfig
+    from edgenas.export.graph import int8_friendly, split_depthwise
+
     quantizer = te.full_int_quantizer()
-    graphs = [te.quantized_graph(_deployable(m), x, quantizer, layout=ChannelsLastLayer)
-              for m, x in zip(layers, calib_inputs)]
+    nets = [ChannelsLastLayer(int8_friendly(split_depthwise(_deployable(m)))).eval() for m in layers]
+    graph = te.calibrated_pt2e(Parallel(nets).eval(), list(calib_inputs), quantizer)
     examples = tuple(te._nhwc_example(x.shape[-1], channels=x.shape[1]) for x in calib_inputs)
     with te._quiet(), torch.no_grad():
-        parallel = Parallel(graphs)
-        parallel.training = False
-        content = litert_torch.convert(parallel, examples, quant_config=QuantConfig(pt2e_quantizer=quantizer)
+        content = litert_torch.convert(graph, examples, quant_config=QuantConfig(pt2e_quantizer=quantizer)
                                        ).model_content()
     split = split_signatures(content, list(names))
     return atomic_write(path, lambda f: f.write(split))

@@ -19,9 +19,10 @@ precision of the layers.
 TFLite int8 (`Int8TFLiteFormat`, `runtime: tflite, precision: int8`) is the same with
 `FORMATS["tflite-int8"]`: litert-torch's PT2E path, full integer (int8 input, output and every
 op), per-channel symmetric int8 weights, per-tensor int8 activations whose ranges a histogram
-observer takes from the layer's recorded inputs. Each layer is prepared, calibrated and
-converted by PT2E on its own (`edgenas.export.tflite_export.quantized_graph`, as export does for
-a subnet); then tens of them go through one litert-torch conversion and are written as
+observer takes from the layer's recorded inputs. Tens of layers are quantized side by side: one
+PT2E export, prepare and convert of them all, each layer's observers fed its own recorded inputs
+(`edgenas.export.tflite_export.calibrated_pt2e`, the steps export runs for a subnet), so each
+gets the ranges and scales it gets alone; then one litert-torch conversion, written as
 signatures of one file (`edgenas.export.tflite_layers.convert_layers_int8`), each timed alone.
 The files are converted in worker processes, one per host core (`edgenas.export.pool`): each
 gets its layers and their recorded inputs, so its quantization ranges are those this process
@@ -223,8 +224,8 @@ class Int8TFLiteFormat:
                                 "per-tensor int8 activations, histogram-observer ranges on real activations "
                                 f"({self.source.description})",
                 "ops": "each layer cut from the trained supernet, quantized on the inputs it gets in a subnet",
-                "batching": f"each layer prepared, calibrated and converted by PT2E alone; up to {self.layers_per_file} "
-                            "layers per litert-torch conversion, one signature each, each signature timed alone "
+                "batching": f"up to {self.layers_per_file} layers per PT2E pass (each calibrated on its own inputs) and "
+                            "per litert-torch conversion, one signature each, each signature timed alone "
                             "(edgenas.export.tflite_layers)",
                 "networks": "FORMATS['tflite-int8'].write, as edgenas export --format tflite-int8 writes "
                             "model_int8.tflite",
