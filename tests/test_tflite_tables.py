@@ -174,3 +174,17 @@ def test_bad_tflite_int8_requests_are_one_line_errors(tables, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "xnnpack or none with precision int8" in err and "gpu" in err
     assert not (tmp_path / "t.yaml").exists()
+
+
+def test_a_file_of_one_int8_layer_holds_it_as_written_alone(tmp_path):
+    # A table's last file of a resolution can hold a single layer: one PT2E pass of one input.
+    op = enumerate_ops(load_space("mbv3-tiny"))[-1]
+    torch.manual_seed(0)
+    module = build_op(op).eval()
+    x = torch.randn(4, op.in_ch, op.in_size, op.in_size, generator=torch.Generator().manual_seed(0))
+    convert_layers_int8([module], [x], ["only"], tmp_path / "one.tflite")
+    FORMATS["tflite-int8"].write(module, (1, op.in_ch, op.in_size, op.in_size), tmp_path / "alone.tflite",
+                                 calib_images=x)
+    got = signature_structure(tmp_path / "one.tflite")
+    assert list(got) == ["only"]
+    assert got["only"] == _alone(signature_structure(tmp_path / "alone.tflite"))

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import functools
+import inspect
 import logging
 import os
 import sys
@@ -190,7 +191,9 @@ def calibrated_pt2e(net: nn.Module, calib_inputs: list[torch.Tensor], quantizer,
         # Batch 2 so the batch dimension stays symbolic (1 would be specialised) and calibration can batch.
         batch = torch.export.Dim("batch", min=1, max=4096)
         examples = tuple(_nhwc_example(x.shape[-1], 2, channels=x.shape[1]) for x in calib_inputs)
-        shapes = ({0: batch},) if len(examples) == 1 else (tuple({0: batch} for _ in examples),)
+        shapes = tuple({0: batch} for _ in examples)
+        if any(p.kind is p.VAR_POSITIONAL for p in inspect.signature(net.forward).parameters.values()):
+            shapes = (shapes,)  # forward(*xs): the inputs are one argument to torch.export
         graph = torch.export.export(net, examples, dynamic_shapes=shapes).module()
         graph = prepare_pt2e(graph, quantizer)
         for start in range(0, n.pop(), batch_size):
