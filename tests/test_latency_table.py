@@ -188,12 +188,11 @@ def test_calibration_subnets_are_distinct_random_subnets_over_the_resolutions():
 def profiled(tmp_path_factory):
     """A table as `edgenas profile` writes it (this machine, mbv3-tiny at 24 px, quickly)."""
     pytest.importorskip("onnxruntime")
-    from pathlib import Path
-
+    from conftest import REPO
     from edgenas.latency import profile_device
 
     out = tmp_path_factory.mktemp("profiled") / "t.yaml"
-    local = Path(__file__).resolve().parents[1] / "device_profiles" / "local-cpu.yaml"
+    local = REPO / "device_profiles" / "local-cpu.yaml"
     profile_device(local, "mbv3-tiny", resolutions=[24], out=out, calibrate=2, warmup=1, runs=3, progress=False)
     return out.read_text()
 

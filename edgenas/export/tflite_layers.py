@@ -85,12 +85,11 @@ def convert_layers_int8(layers: Sequence[nn.Module], calib_inputs: Sequence[torc
     `edgenas export --format tflite-int8` (per-channel weights), its activation ranges calibrated
     on `calib_inputs[i]` (NCHW, the real inputs it gets), then all converted at once."""
     from edgenas.export import tflite_export as te
-    from edgenas.export.graph import ChannelsLastLayer
+    from edgenas.export.graph import ChannelsLastLayer, int8_friendly, split_depthwise
 
     _check(layers, names, calib_inputs, "calibration batch")
     litert_torch = te.require_litert()  # first: its first import is noisy (in a worker process, it is the first)
     from litert_torch.quantize.quant_config import QuantConfig
-    from edgenas.export.graph import int8_friendly, split_depthwise
 
     quantizer = te.full_int_quantizer()
     nets = [ChannelsLastLayer(int8_friendly(split_depthwise(_deployable(m)))).eval() for m in layers]
