@@ -139,7 +139,8 @@ def run_demo(out_dir: str | Path = "runs/demo", *, overrides: list[str] | None =
         from edgenas.search.predictor import OutdatedPredictorError
 
         try:
-            predictor = edgenas.AccuracyPredictor.load(predictor_path, space)
+            # (a predictor rebuilt with zero-cost proxy features computes them on the supernet)
+            predictor = edgenas.AccuracyPredictor.load(predictor_path, space).attach(supernet, dataset)
         except OutdatedPredictorError as exc:  # an older demo's run: retrain it from its logged measurements
             log.warning("demo: %s", exc)
     if predictor is None:

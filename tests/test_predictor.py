@@ -184,6 +184,10 @@ def test_corrupt_tampered_and_pre_checksum_predictors(tmp_path, caplog):
                           (lambda d: d.update(space={"name": "x"}), "key 'space.units': got nothing"),
                           (lambda d: d.update(members=0), "key 'members': got 0"),
                           (lambda d: d.update(features=["onehot", "zc-nope"]), "key 'features.1': got 'zc-nope'"),
+                          (lambda d: d.update(features=["onehot", "proxy:synflo"]), "key 'features.1': got 'proxy:synflo'"),
+                          (lambda d: d.update(features=["costs", "costs"]), "key 'features': got a list"),
+                          (lambda d: d.update(proxies={"batches": 0}), "key 'proxies.batches': got 0"),
+                          (lambda d: d.update(proxies={"weights": "random"}), "key 'proxies.weights': got 'random'"),
                           (lambda d: d["state_dict"]["weights.1"].fill_(float("nan")), "weights that are NaN"),
                           (lambda d: d.update(extra=1), "key 'extra': got an unknown key")):
         data = torch.load(path, weights_only=True)

@@ -1,6 +1,6 @@
 """Zero-cost proxies: each against a value worked out by hand on a tiny network, determinism on
 subnets of a supernet, and the three ways they are used through the CLI (eval --proxies, search
---accuracy proxy:NAME, predictor build --proxy-features)."""
+--accuracy proxy:NAME, predictor build --features ... proxy:NAME and the search that uses it)."""
 import json
 import math
 
@@ -181,8 +181,75 @@ def test_search_by_a_proxy_through_the_cli(files):
     assert json.loads((files["dir"] / "again.json").read_text())["top"] == results.top
 
 
+def test_proxy_features_are_the_signed_log_of_each_proxy_computed_once_per_subnet(files):
+    from edgenas.data import load_dataset
+    from edgenas.search.proxies import ProxyFeatures, ProxySetup, arch_proxies, proxy_batches
+    from edgenas.space import decode
+    from edgenas.train import load_supernet
+
+    net, info = load_supernet(files["ckpt"])
+    dataset = load_dataset(info.data)
+    scored = []
+    feats = ProxyFeatures(net, dataset, ProxySetup(batch_size=8, seed=3), on_compute=scored.append)
+    genomes = sample_genomes(files["space"], np.random.default_rng(5), 3)
+    cols = feats.columns(files["space"], genomes, ["synflow", "naswot"])
+    batches = proxy_batches(dataset, 2, 8, 3)
+    for row, arch in zip(cols, decode(files["space"], genomes)):
+        raw = arch_proxies(net, arch, ["synflow", "naswot"], batches)
+        assert raw["synflow"] > 1e3  # a sum over every path: orders of magnitude, hence the log
+        assert row.tolist() == pytest.approx([math.log1p(raw["synflow"]), math.copysign(math.log1p(abs(raw["naswot"])),
+                                                                                          raw["naswot"])], rel=1e-5)
+    assert len(scored) == 3
+    assert np.array_equal(feats.columns(files["space"], genomes[::-1], ["naswot"])[:, 0], cols[::-1, 1])
+    assert len(scored) == 3  # remembered: no subnet scored twice
+    feats.columns(files["space"], genomes[:1], ["snip"])
+    assert len(scored) == 4  # a proxy not asked before scores the subnet again
+
+
+def test_a_predictor_on_proxy_features_is_built_and_searched_with_through_the_cli(files):
+    from edgenas.data import load_dataset
+    from edgenas.search import load_results
+    from edgenas.search.predictor import AccuracyPredictor, feature_matrix
+    from edgenas.search.proxies import ProxyFeatures, ProxySetup
+    from edgenas.space import Arch, encode
+    from edgenas.train import load_supernet
+
+    pred = files["dir"] / "zc.predictor.pt"
+    build = run_cli("predictor", "build", files["ckpt"], "--samples", "10", "--calib-images", "16", "--epochs", "5",
+                    "--features", "onehot", "costs", "proxy:synflow", "--proxy-batch-size", "8", "--seed", "2",
+                    "--out", pred)
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert "features: onehot costs proxy:synflow" in build.stdout and "zero-cost proxies" in build.stderr
+    space = files["space"]
+    predictor = AccuracyPredictor.load(pred, space)
+    assert predictor.features == ("onehot", "costs", "proxy:synflow") and predictor.needs_supernet
+    assert predictor.proxy_setup == ProxySetup(batches=2, batch_size=8, seed=2, weights="trained")
+    with pytest.raises(ValueError, match="attach the supernet"):
+        predictor.predict_genomes(sample_genomes(space, np.random.default_rng(0), 1))
+
+    out = files["dir"] / "zc-search.json"
+    run = run_cli("search", "--supernet", files["ckpt"], "--predictor", pred, "--latency-table", files["table"],
+                  "--latency-ms", "12", "--evaluations", "12", "--population", "6", "--out", out)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "proxy features" in run.stderr
+    results = load_results(out)
+    assert all(e["latency_ms"]["dev"] <= 12 for e in results.top)
+    # The search's accuracy is the ensemble on [onehot, costs, log(1 + synflow)] of the subnet, its
+    # synflow computed on the batches the file records.
+    net, info = load_supernet(files["ckpt"])
+    proxies = ProxyFeatures(net, load_dataset(info.data), predictor.proxy_setup)
+    genomes = encode(space, [Arch.parse(e["arch"], space) for e in results.top])
+    x = torch.from_numpy(feature_matrix(space, genomes, predictor.features, proxies))
+    expected = 100 / (1 + np.exp(-predictor.model.logits(x).double().numpy().mean(0)))
+    assert [e["accuracy"] for e in results.top] == pytest.approx(expected.tolist(), abs=1e-3)
+    x[:, -1] += 1.0  # the proxy column is an input the ensemble uses
+    assert not np.allclose(100 / (1 + np.exp(-predictor.model.logits(x).double().numpy().mean(0))), expected, atol=1e-3)
+
+
 @pytest.mark.parametrize("args,expected", [
     (["eval", "CKPT", "--sample", "1", "--proxies", "naswot,synflo"], "--proxies: expected proxy names from"),
+    (["predictor", "build", "CKPT", "--features", "onehot", "proxy:nasw0t"],
+     "--features: expected one of onehot, costs, proxy:NAME with NAME one of synflow"),
     (["search", "--supernet", "CKPT", "--accuracy", "proxy:zicoo", "--out", "x.json"],
      "--accuracy: expected 'predictor' or proxy:NAME"),
     (["search", "--supernet", "CKPT", "--accuracy", "proxy:zico", "--predictor", "p.pt", "--out", "x.json"],

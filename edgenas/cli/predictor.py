@@ -22,6 +22,11 @@ def add_parser(subparsers) -> None:
                     "BatchNorm recalibration (resumable: measurements are appended to a log as they arrive; run "
                     "it again to continue; under torchrun the ranks share the work), train an MLP on 80% of them "
                     "and report RMSE and Spearman correlation on the other 20%.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="examples:\n"
+        "  edgenas predictor build runs/digits --samples 500\n"
+        "  edgenas predictor build runs/digits --samples 500 --features onehot costs proxy:synflow --out zc.pt\n"
+        "  torchrun --nproc_per_node 2 -m edgenas predictor build runs/fmnist --samples 2000",
     )
     add_common(b)
     b.add_argument("checkpoint", metavar="CKPT", help="supernet checkpoint")
@@ -35,6 +40,14 @@ def add_parser(subparsers) -> None:
     b.add_argument("--resolutions", type=T.resolution, nargs="+", metavar="R",
                    help="sample subnets at these input resolutions (default: those the supernet's last training "
                         "phase sampled, which edgenas search also keeps to)")
+    b.add_argument("--features", type=T.predictor_feature, nargs="+", metavar="F",
+                   help="the predictor's inputs: onehot (the genes), costs (log MACs, params, peak memory) and "
+                        "proxy:NAME, a zero-cost proxy of each subnet (synflow, grad_norm, snip, naswot, zico) on "
+                        "--proxy-batches seeded training batches; search then computes it for every new subnet "
+                        "(default: onehot costs). Example: --features onehot costs proxy:synflow")
+    from edgenas.cli.eval import add_proxy_flags
+
+    add_proxy_flags(b)
     b.add_argument("--data", metavar="NAME", help="dataset (default: the checkpoint's)")
     b.add_argument("--data-path", metavar="DIR", help="dataset directory")
     b.set_defaults(run=run)
@@ -46,7 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.data import load_dataset
     from edgenas.errors import EdgeNASError
     from edgenas.search.measure import build_predictor, dataset_config, open_checkpoint, world
+    from edgenas.progress import progress_bar
     from edgenas.search.predictor import default_predictor_path
+    from edgenas.search.proxies import ProxySetup, proxy_feature
     from edgenas.space import resolution_indices
 
     if args.samples < 5:
@@ -72,9 +87,14 @@ def run(args: argparse.Namespace) -> int:
     if rank == 0:
         log.info("measuring %d subnets of %s at %s px on %s%s", args.samples, supernet.space.name,
                  ", ".join(map(str, resolutions)), dataset.describe(), f" with {size} ranks" if size > 1 else "")
-    predictor, report = build_predictor(supernet, dataset, out, samples=args.samples, seed=args.seed,
-                                        measurements=log_path, bn_images=args.calib_images,
-                                        epochs=args.epochs, on_result=progress, resolutions=resolutions)
+    features = list(dict.fromkeys(args.features)) if args.features else None
+    setup = ProxySetup(args.proxy_batches, args.proxy_batch_size, args.seed, args.proxy_weights)
+    with progress_bar(args.samples, "zero-cost proxies", unit="subnet",
+                      enabled=rank == 0 and any(proxy_feature(f) for f in features or ())) as bar:
+        predictor, report = build_predictor(supernet, dataset, out, samples=args.samples, seed=args.seed,
+                                            measurements=log_path, bn_images=args.calib_images,
+                                            epochs=args.epochs, on_result=progress, resolutions=resolutions,
+                                            features=features, proxy_setup=setup, on_proxy=bar.update)
     if predictor is None:
         return 0
     print(f"predictor for {supernet.space.name} trained on {report.n_train} subnets, tested on {report.n_test}:")
@@ -82,5 +102,6 @@ def run(args: argparse.Namespace) -> int:
     if report.spearman_low == report.spearman_low:
         rho += f" (95% bootstrap interval {report.spearman_low:.2f} to {report.spearman_high:.2f})"
     print(f"  RMSE {report.rmse:.3f} pp, Spearman {rho} (mean accuracy {report.mean_accuracy:.2f}%)")
+    print(f"  features: {' '.join(predictor.features)}")
     print(f"wrote {out}")
     return 0

@@ -161,6 +161,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         # the predictor itself: search reports its ensemble's spread and can rank by mean - K sd
         accuracy = AccuracyPredictor.load(predictor_path, space)
+        if accuracy.needs_supernet:
+            bar = attach_proxies(args, accuracy, supernet, info)
 
     tables, latency, table_resolutions, precisions = load_tables(args.latency_table, space, force=args.force)
     constraints = [Constraint(m, args.latency_ms) for m in latency]
@@ -240,6 +242,22 @@ def proxy_objective(args, supernet, info, proxy: str):
     bar = progress_bar(total, f"search by {proxy}", unit="subnet", enabled=not getattr(args, "quiet", False))
     # A generation is scored whole, so the count may pass the stop a little: the bar stops at it.
     return proxy_metric(net, proxy, batches, on_result=lambda n: bar.update(n) if bar.n < total else None), bar
+
+
+def attach_proxies(args, predictor, supernet, info):
+    """Give a predictor with zero-cost proxy features the supernet and dataset it computes them
+    from; returns the progress bar of the subnets scored (the search's evaluations at most)."""
+    from edgenas.data import load_dataset
+    from edgenas.progress import progress_bar
+    from edgenas.search.measure import dataset_config
+
+    dataset = load_dataset(dataset_config(info, args.data, args.data_path))
+    total = args.evaluations or args.population * (args.generations + 1)
+    proxies = ", ".join(f for f in predictor.features if f.startswith("proxy:"))
+    log.info("the predictor takes zero-cost proxy features (%s): each new subnet is scored on the supernet", proxies)
+    bar = progress_bar(total, "proxy features", unit="subnet", enabled=not getattr(args, "quiet", False))
+    predictor.attach(supernet, dataset, on_compute=lambda n: bar.update(n) if bar.n < total else None)
+    return bar
 
 
 def strategy_flags(args: argparse.Namespace, strategy: str, evaluations: int | None) -> dict:

@@ -150,6 +150,19 @@ def proxy_names(text: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+def predictor_feature(text: str) -> str:
+    """An accuracy-predictor feature block: onehot, costs or proxy:NAME (`edgenas predictor build --features`)."""
+    from edgenas.search.predictor import feature_names, known_feature
+
+    text = text.strip()
+    if known_feature(text):
+        return text
+    from edgenas.search.proxies import PROXIES
+
+    raise argparse.ArgumentTypeError(f"expected one of {feature_names()} with NAME one of {', '.join(PROXIES)}, "
+                                     f"got {_shown(text)}")
+
+
 def accuracy_source(text: str) -> str:
     """"predictor" or "proxy:NAME" (`edgenas search --accuracy`)."""
     from edgenas.search.proxies import PROXIES

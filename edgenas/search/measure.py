@@ -187,14 +187,20 @@ def build_predictor(
     evaluate: Callable[[Arch], float] | None = None,
     on_result: Callable[[Arch, float], None] | None = None,
     resolutions: Sequence[int] | None = None,
+    features: Sequence[str] | None = None,
+    proxy_setup=None,
+    on_proxy: Callable[[int], None] | None = None,
     **fit_options,
 ):
     """Sample `samples` archs (at `resolutions`, default all), measure them on the validation
     split (resumable; sharded under torchrun), train the MLP on 80% and report on 20%, and save
-    it to `out` (rank 0 only).
+    it to `out` (rank 0 only). With "proxy:NAME" `features`, each subnet's proxies are computed
+    on the batches `proxy_setup` names (default: 2 of 32 training images, seeded by `seed`);
+    `on_proxy(1)` is called per subnet scored.
 
     Returns (predictor, report) on rank 0 and (None, None) on the other ranks."""
-    from edgenas.search.predictor import train_predictor
+    from edgenas.search.predictor import DEFAULT_FEATURES, train_predictor
+    from edgenas.search.proxies import ProxyFeatures, ProxySetup, proxy_feature
     from edgenas.space import decode
     from edgenas.train.distributed import setup
     from edgenas.train.evaluate import calibration_images
@@ -214,7 +220,12 @@ def build_predictor(
     finally:
         group.close()
     genomes, acc = pairs(space, read_measurements(measurements, space), archs)
-    predictor, report = train_predictor(space, genomes, acc, seed=seed, **fit_options)
+    features = tuple(features or DEFAULT_FEATURES)
+    proxies = None
+    if any(proxy_feature(n) for n in features):
+        proxies = ProxyFeatures(supernet, dataset, proxy_setup or ProxySetup(seed=seed), on_proxy)
+    predictor, report = train_predictor(space, genomes, acc, seed=seed, features=features, proxies=proxies,
+                                        **fit_options)
     predictor.save(out)
     return predictor, report
 

@@ -12,10 +12,13 @@ Their disagreement is the predictor's uncertainty about an architecture:
     mean, sd = predictor.predict_spread(genomes)   # sd: of the members' accuracies, in pp
     predictor.predict_lower(genomes, k)    # 100 * sigmoid(mean logit - k * sd of the logits)
 
-The inputs are named feature blocks (`FEATURES`), concatenated and standardised with the training
-set's mean and spread (kept in the file): "onehot" (`edgenas.space.features`) and "costs" (log
-MACs, params and peak activation memory). A new block (e.g. zero-cost proxies) is one function
-`(space, genomes) -> float32 (n, k)` registered in `FEATURES`.
+The inputs are named feature blocks, concatenated and standardised with the training set's mean
+and spread (kept in the file): "onehot" (`edgenas.space.features`) and "costs" (log MACs, params
+and peak activation memory), computed from the genome alone (`FEATURES`: a new block is one
+function `(space, genomes) -> float32 (n, k)`), and "proxy:NAME", a zero-cost proxy of the subnet
+(`edgenas.search.proxies.ProxyFeatures`). Proxy features need the supernet and its data: the file
+records how they were computed (`ProxySetup`), and a loaded predictor takes them after
+`predictor.attach(supernet, dataset)`, which `edgenas search` and the demo do.
 
     predictor, report = train_predictor(space, genomes, accuracies, seed=0)
     report.rmse, report.spearman, report.sd     # on the held-out 20%
@@ -40,6 +43,7 @@ from edgenas.errors import CheckpointError
 from edgenas.io import atomic_torch_save
 from edgenas.validate import build, echo, load_torch, message, spec, user_path, verify_checksum, with_checksum
 from edgenas.search.objectives import ArchBatch, cost_table
+from edgenas.search.proxies import ProxyFeatures, ProxySetup, proxy_feature
 from edgenas.space import Arch, SearchSpace, encode, features as onehot_features, genome_of
 
 FORMAT = "edgenas-accuracy-predictor"
@@ -69,10 +73,27 @@ DEFAULT_FEATURES = ("onehot", "costs")
 HIDDEN = (128, 128, 128)
 
 
-def feature_matrix(space: SearchSpace, genomes: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """The named feature blocks of each genome, side by side (float32)."""
+def known_feature(name: str) -> bool:
+    return name in FEATURES or proxy_feature(name) is not None
+
+
+def feature_names() -> str:
+    """The feature names a predictor may take, for messages."""
+    return ", ".join([*FEATURES, "proxy:NAME"])
+
+
+def feature_matrix(space: SearchSpace, genomes: np.ndarray, names: Sequence[str],
+                   proxies: ProxyFeatures | None = None) -> np.ndarray:
+    """The named feature blocks of each genome, side by side (float32); "proxy:NAME" features
+    come from `proxies`, one column each."""
     genomes = np.asarray(genomes, np.int64)
-    blocks = [np.asarray(FEATURES[n](space, genomes), np.float32).reshape(len(genomes), -1) for n in names]
+    asked = [proxy_feature(n) for n in names if proxy_feature(n)]
+    if asked and proxies is None:
+        raise ValueError(f"the features {', '.join('proxy:' + n for n in asked)} are zero-cost proxies of the "
+                         "supernet's subnets: attach the supernet and its dataset first (AccuracyPredictor.attach)")
+    scores = proxies.columns(space, genomes, asked) if asked else None
+    blocks = [scores[:, [asked.index(proxy_feature(n))]] if proxy_feature(n)
+              else np.asarray(FEATURES[n](space, genomes), np.float32).reshape(len(genomes), -1) for n in names]
     return np.concatenate(blocks, axis=1) if len(blocks) > 1 else blocks[0]
 
 
@@ -158,6 +179,7 @@ class _Header:
     features: list[str] = field(metadata=spec(min_len=1, max_len=64, each=spec(min_len=1, max_len=200)))
     state_dict: dict[str, Any]
     report: Optional[PredictorReport] = None
+    proxies: Optional[ProxySetup] = None  # how the "proxy:NAME" features were computed, when there are any
     checksum: Optional[str] = None
 
 
@@ -167,22 +189,41 @@ class OutdatedPredictorError(CheckpointError):
 
 class AccuracyPredictor:
     def __init__(self, space: SearchSpace, hidden: Sequence[int] = HIDDEN, seed: int = 0,
-                 members: int = 5, features: Sequence[str] = DEFAULT_FEATURES):
-        unknown = [n for n in features if n not in FEATURES]
-        if unknown or not features:
-            raise ValueError(f"unknown predictor features {unknown}; known: {', '.join(FEATURES)}")
+                 members: int = 5, features: Sequence[str] = DEFAULT_FEATURES, proxies: ProxyFeatures | None = None):
+        unknown = [n for n in features if not known_feature(n)]
+        if unknown or not features or len(set(features)) < len(features):
+            raise ValueError(f"predictor features must be distinct names from {feature_names()}, got {list(features)}")
         self.space = space
         self.hidden = tuple(int(h) for h in hidden)
         self.members = int(members)
         self.features = tuple(features)
-        width = feature_matrix(space, np.zeros((1, genome_of(space).length), np.int64), self.features).shape[1]
+        # how the proxy features are computed; `proxies` computes them (after `attach`, for a loaded file)
+        self.proxy_setup = (proxies.setup if proxies else ProxySetup()) if self.needs_supernet else None
+        self.proxies = proxies
+        genome = np.zeros((1, genome_of(space).length), np.int64)
+        width = sum(1 if proxy_feature(n) else feature_matrix(space, genome, [n]).shape[1] for n in self.features)
         self.model = Ensemble(width, self.hidden, self.members, seed)
         self.model.eval()
         self.report: PredictorReport | None = None
 
+    @property
+    def needs_supernet(self) -> bool:
+        """Whether some features are zero-cost proxies, which `attach` must provide."""
+        return any(proxy_feature(n) for n in self.features)
+
+    def attach(self, supernet, dataset, on_compute: Callable[[int], None] | None = None) -> "AccuracyPredictor":
+        """Give a predictor with proxy features the supernet and dataset to compute them from, on
+        the batches its file records (a no-op for other predictors)."""
+        if self.needs_supernet:
+            if supernet.space.hash != self.space.hash:
+                raise CheckpointError(f"the predictor was built for space {self.space.name}, not the supernet's "
+                                      f"{supernet.space.name}; rebuild it with `edgenas predictor build CKPT`")
+            self.proxies = ProxyFeatures(supernet, dataset, self.proxy_setup, on_compute)
+        return self
+
     # ---- prediction ------------------------------------------------------------------------
     def _inputs(self, genomes: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(feature_matrix(self.space, genomes, self.features))
+        return torch.from_numpy(feature_matrix(self.space, genomes, self.features, self.proxies))
 
     def member_logits(self, genomes: np.ndarray) -> np.ndarray:
         """Each member's logit of accuracy / 100, float64 (members, n)."""
@@ -264,6 +305,7 @@ class AccuracyPredictor:
             "features": list(self.features),
             "state_dict": self.model.state_dict(),
             "report": asdict(self.report) if self.report else None,
+            "proxies": asdict(self.proxy_setup) if self.proxy_setup else None,
         }))
 
     @classmethod
@@ -286,16 +328,22 @@ class AccuracyPredictor:
         verify_checksum(data, src, "rebuild it with `edgenas predictor build CKPT`")
         head = build(_Header, data, src, error=CheckpointError)
         for i, name in enumerate(head.features):
-            if name not in FEATURES:
+            if not known_feature(name):
                 raise CheckpointError(message(src, f"features.{i}", echo(name),
-                                              f"one of {', '.join(FEATURES)} (a feature this edgenas computes)"))
+                                              f"one of {feature_names()} (a feature this edgenas computes)"))
         own = head.space
         if space is not None and head.space_hash != space.hash:
             raise CheckpointError(
                 f"predictor {path} was built for space {own.name} (hash {head.space_hash}), not {space.name} "
                 f"(hash {space.hash}); rebuild it for this supernet with `edgenas predictor build CKPT`"
             )
-        predictor = cls(space or own, head.hidden, members=head.members, features=head.features)
+        try:
+            predictor = cls(space or own, head.hidden, members=head.members, features=head.features)
+        except ValueError:
+            raise CheckpointError(message(src, "features", echo(head.features),
+                                          f"distinct names: the predictor file is damaged; {REBUILD}")) from None
+        if predictor.needs_supernet:
+            predictor.proxy_setup = head.proxies or ProxySetup()
         try:
             predictor.model.load_state_dict(head.state_dict)
         except (RuntimeError, KeyError, TypeError, AttributeError) as exc:
@@ -369,15 +417,15 @@ def holdout_split(n: int, holdout: float = 0.2, seed: int = 0) -> tuple[np.ndarr
 
 def train_predictor(space: SearchSpace, genomes: np.ndarray, accuracies: np.ndarray, holdout: float = 0.2,
                     seed: int = 0, hidden: Sequence[int] = HIDDEN, members: int = 5,
-                    features: Sequence[str] = DEFAULT_FEATURES, **fit_options: Any,
-                    ) -> tuple[AccuracyPredictor, PredictorReport]:
+                    features: Sequence[str] = DEFAULT_FEATURES, proxies: ProxyFeatures | None = None,
+                    **fit_options: Any) -> tuple[AccuracyPredictor, PredictorReport]:
     """Train on a seeded (1 - holdout) share of the pairs and report RMSE, Spearman and the
-    ensemble's spread on the rest."""
+    ensemble's spread on the rest. "proxy:NAME" features are computed by `proxies`."""
     genomes, accuracies = np.asarray(genomes), np.asarray(accuracies, np.float64)
     if len(genomes) < 5:
         raise ValueError(f"need at least 5 measured architectures to train and test a predictor, got {len(genomes)}")
     train, test = holdout_split(len(genomes), holdout, seed)
-    predictor = AccuracyPredictor(space, hidden, seed=seed, members=members, features=features)
+    predictor = AccuracyPredictor(space, hidden, seed=seed, members=members, features=features, proxies=proxies)
     predictor.fit(genomes[train], accuracies[train], seed=seed, **fit_options)
     pred, sd = predictor.predict_spread(genomes[test])
     err = np.abs(pred - accuracies[test])

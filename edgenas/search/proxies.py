@@ -26,11 +26,19 @@ network and the batches, so a seeded sample of batches gives the same score ever
 On a supernet, `proxy_metric` materializes each architecture (its inherited weights, or those of a
 freshly initialised supernet for scores "at initialisation") and scores it on the batches resized
 to the architecture's resolution.
+
+As inputs of the accuracy predictor (feature names "proxy:NAME", `edgenas predictor build
+--features onehot costs proxy:synflow`), `ProxyFeatures` computes them on the batches a
+`ProxySetup` names (recorded in the predictor file, so that search scores new subnets on the same
+images), memoized per architecture, each as a signed log: sign(s) * log(1 + |s|), because
+synflow, grad_norm and snip span orders of magnitude between subnets. A score that is not finite
+(naswot of a singular kernel) becomes 0, below the value of any subnet whose kernel is not singular.
 """
 from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import numpy as np
@@ -40,6 +48,7 @@ from torch import nn
 
 from edgenas.errors import ConfigError
 from edgenas.search.objectives import ArchBatch, Metric
+from edgenas.validate import spec
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 ProxyFn = Callable[[nn.Module, Sequence[Batch]], float]
@@ -227,3 +236,64 @@ def init_supernet(space, seed: int = 0):
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return Supernet(space).eval()
+
+
+# ---- proxies as accuracy-predictor features ---------------------------------------------------------
+
+FEATURE_PREFIX = "proxy:"
+
+
+def proxy_feature(name: str) -> str | None:
+    """The proxy a predictor feature name "proxy:NAME" names, or None for any other name."""
+    if name.startswith(FEATURE_PREFIX) and name[len(FEATURE_PREFIX):] in PROXIES:
+        return name[len(FEATURE_PREFIX):]
+    return None
+
+
+@dataclass
+class ProxySetup:
+    """The images and weights a predictor's proxy features are computed with (kept in its file)."""
+
+    batches: int = field(default=2, metadata=spec(min=1, max=64))
+    batch_size: int = field(default=32, metadata=spec(min=2, max=4096))
+    seed: int = field(default=0, metadata=spec(min=0, max=2 ** 63 - 1))  # of the batches and of "init" weights
+    weights: str = field(default="trained", metadata=spec(choices=("trained", "init")))
+
+
+class ProxyFeatures:
+    """Zero-cost proxies of a supernet's subnets as predictor inputs: `columns(space, genomes,
+    names)` -> float32 (n, len(names)), each a signed log of the score (module docstring).
+
+    A subnet is materialized and scored once for all the proxies asked of it, then remembered: a
+    search asks about the same subnets again and again. `on_compute(1)` is called per subnet scored."""
+
+    def __init__(self, supernet, dataset, setup: ProxySetup | None = None,
+                 on_compute: Callable[[int], None] | None = None):
+        self.setup = setup or ProxySetup()
+        self.space = supernet.space
+        self.net = supernet if self.setup.weights == "trained" else init_supernet(supernet.space, self.setup.seed)
+        self.batches = proxy_batches(dataset, self.setup.batches, self.setup.batch_size, self.setup.seed)
+        self.on_compute = on_compute
+        self._memo: dict[bytes, dict[str, float]] = {}
+
+    def columns(self, space, genomes: np.ndarray, names: Sequence[str]) -> np.ndarray:
+        from edgenas.space import decode
+
+        if space.hash != self.space.hash:
+            raise ConfigError(f"proxy features of a {self.space.name} supernet asked for subnets of {space.name}")
+        genomes = np.asarray(genomes, np.int64)
+        out = np.empty((len(genomes), len(names)), np.float32)
+        for i, genome in enumerate(genomes):
+            known = self._memo.setdefault(genome.tobytes(), {})
+            missing = [n for n in names if n not in known]
+            if missing:
+                scores = arch_proxies(self.net, decode(space, genome[None])[0], missing, self.batches)
+                known.update({n: _signed_log(v) for n, v in scores.items()})
+                if self.on_compute is not None:
+                    self.on_compute(1)
+            out[i] = [known[n] for n in names]
+        return out
+
+
+def _signed_log(score: float) -> float:
+    return math.copysign(math.log1p(abs(score)), score) if math.isfinite(score) else 0.0
