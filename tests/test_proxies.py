@@ -216,6 +216,7 @@ def test_a_predictor_on_proxy_features_is_built_and_searched_with_through_the_cl
 
     pred = files["dir"] / "zc.predictor.pt"
     build = run_cli("predictor", "build", files["ckpt"], "--samples", "10", "--calib-images", "16", "--epochs", "5",
+                    "--threads", "1",
                     "--features", "onehot", "costs", "proxy:synflow", "--proxy-batch-size", "8", "--seed", "2",
                     "--out", pred)
     assert build.returncode == 0, build.stderr[-2000:]

@@ -121,6 +121,9 @@ def add_parser(subparsers) -> None:
     from edgenas.cli.eval import add_proxy_flags
 
     add_proxy_flags(p)
+    p.add_argument("--threads", type=T.threads, default=None,
+                   help="torch CPU threads for what runs the supernet: proxies, measured accuracy, --verify "
+                        "(default: torch's choice; 1 can be far faster on a busy machine)")
     p.add_argument("--force", action="store_true",
                    help="use a latency table that profile marked unreliable (its predictions may be noise)")
     p.set_defaults(run=run)
@@ -132,6 +135,10 @@ def run(args: argparse.Namespace) -> int:
     from edgenas.search.measure import open_checkpoint
     from edgenas.search.predictor import AccuracyPredictor, default_predictor_path
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     if args.latency_ms is not None and not args.latency_table:
         raise EdgeNASError("--latency-ms needs at least one --latency-table")
     if args.latency_table and args.latency_ms is None:
