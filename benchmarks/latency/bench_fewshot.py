@@ -2,37 +2,45 @@
 
     python benchmarks/latency/bench_fewshot.py [--configs-dir benchmarks/latency/out/configs]
         [--space mbv3-w1.0] [--pairs ort-fp32-t1:tflite-fp32-t1 ...] [--ks 5 10 20 40]
-        [--no-baseline] [--no-note10] [--note10-target ort-fp32-t1] [--holdout 100] [--drift-subnets 10]
-        [--note10-resolutions 160 ...] [--calibrate 24]
+        [--no-baseline] [--no-note10] [--note10-target ort-fp32-t1] [--holdout 100]
+        [--note10-resolutions 160 ...] [--calibrate 24] [--out benchmarks/latency/out/fewshot]
 
 Inputs are what `bench_configs.py` wrote to `--configs-dir`: per configuration the full table
 `<config>-<space>.yaml`, its profile `profiles/<config>.yaml` and in `results.json` the table's
 build time, its validation and every held-out subnet's measured latency
-(`configs.<config>.validation_subnets`, at the full table's device speed).
+(`configs.<config>.validation_subnets`, at the full table's device speed, up to an hour earlier).
 
 For each pair REFERENCE:TARGET (a configuration's full table transferred to another one):
 
 1. the few-shot table is built with the real profiler (`profile_few_shot`, the code behind
    `edgenas profile TARGET --few-shot K --from-table REF`), for K = 5, 10, 20, 40 in turn on one
    table file: each run measures only the subnets the previous one lacks (the design is nested),
-   so the K-table's build time is the sum of the runs up to K; each K-table is kept;
-2. each K-table predicts the target's held-out subnets. The device's speed drifts between the
-   full table's run and this one, so `--drift-subnets` of the held-out subnets are measured again
-   now; the median now / then ratio rescales the stored latencies (figures without it are kept
-   beside: `unadjusted`);
-3. against the full table's own validation (bench_configs'), the smallest K that matches it
-   (share within +-10% and Spearman both at least the full table's) and the time of each build.
+   so the K-table's build time (`build_s`, the issue's cost figure) is the sum of the runs up to
+   K; each K-table is kept;
+2. right after each K run, the held-out subnets are measured again (`truth_now`): together with
+   the K-table's own few-shot subnets, shuffled (seeded) into one list, in one `measure_networks`
+   call, which is one agent job (its rounds interleave every model of it), on the target's
+   profile and model format. Those held-out latencies are that K's truth (`now`), so the K-table
+   and its truth are measured at one device speed; no rescaling. The check (`same_speed`): the
+   median ratio of the few-shot subnets re-measured in that call to their latencies stored in the
+   K-table (`header.calibration.networks`); outside 0.95-1.05 the output says so, and the row
+   is to be read with that in mind. Its time (`truth_s`) is not part of the build time. Beside
+   it, `then`: the same K-table scored on bench_configs' stored truth, measured at another time;
+3. against the full table's own validation (bench_configs'), the smallest K whose `now` scores
+   match it (share within +-10% and Spearman both at least the full table's) and the time of
+   each build.
 
 Without a reference (`macs:TARGET`, unless --no-baseline) the same for the MACs, params and
 activation-bytes baseline. With OFA's Note10 table (`latency_tables/ofa-note10`, space
 mbv3-w1.2, unless --no-note10) as the reference of `--note10-target` on this machine: that
 space has no bench_configs table, so its full table is built here (`profile_device`, 24
-calibration subnets) and `--holdout` held-out subnets are measured here, once, for both.
+calibration subnets) and `--holdout` held-out subnets are measured here, once, for both (its
+`then` truth; each K's `now` truth is measured after its run as above).
 
 Everything lands in benchmarks/latency/out/fewshot/ (git-ignored): tables, results.json (with
-the command line and the load average around each step) and fewshot.png, the curve of share
-within +-10%, Spearman and build time against K, with HELP's 10-sample rank correlation and
-LitePred's 99.3% within +-10% as published anchors. Timings are only meaningful on a quiet machine.
+the command line and the load average around each step, saved after each K) and fewshot.png,
+the curve of share within +-10% (now; then dashed), Spearman (now) and build time against K,
+with HELP's 10-sample rank correlation and LitePred's 99.3% within +-10% as published anchors. Timings are only meaningful on a quiet machine.
 """
 from __future__ import annotations
 
@@ -55,6 +63,9 @@ PAIRS = ["ort-fp32-t1:tflite-fp32-t1", "ort-fp32-t1:tflite-int8-t1", "ort-fp32-t
 # Published anchors (as quoted in issue #20), drawn on the curve; not measured here.
 HELP = {"k": 10, "spearman": (0.91, 0.93), "label": "HELP (NeurIPS'21), 10 samples: rank corr. 0.91-0.93"}
 LITEPRED = {"within_10pct": 0.993, "label": "LitePred (NSDI'24): 99.3% within ±10%"}
+# The few-shot subnets re-measured with the truth / as stored in the K-table: inside this band the
+# K-table and its truth were measured at one device speed.
+SAME_SPEED = (0.95, 1.05)
 
 
 def load() -> list[float]:
@@ -83,31 +94,90 @@ def activations_for(profile, space_name: str, cache: dict):
     return cache[space_name]
 
 
-def drift_of(profile, space, holdout: list, n: int, acts) -> tuple[float, int]:
-    """The device's latency now / when the held-out subnets were measured, from `n` of them."""
+def fmt_of(profile, acts):
+    """The model format the few-shot run measures `profile` in (profile_few_shot's own choice)."""
     from edgenas.latency.formats import model_format
-    from edgenas.latency.profiler import measure_networks
 
-    if n <= 0:
-        return 1.0, 0
-    picks = holdout[:: max(len(holdout) // n, 1)][:n]
-    results = measure_networks(profile, model_format(profile.runtime, profile.precision, acts), space,
-                               [a for a, _ in picks], progress=False, desc="drift")
-    ratios = [r.median_ms / m for (_, m), r in zip(picks, results) if r.ok]
-    return (float(np.median(ratios)), len(ratios)) if ratios else (1.0, 0)
+    return model_format(profile.runtime, profile.precision, acts)
+
+
+def truth_now(profile, fmt, space, holdout: list, table, seed: int) -> dict:
+    """The held-out subnets measured at the K-table's device speed: they and the table's own
+    few-shot subnets, shuffled (seeded) into one list, in one `measure_networks` call and one
+    agent job (chunk_size: the whole list). Returns the held-out latencies (None: failed), the
+    ratio re-measured / stored of each few-shot subnet (stored: the table's header) and the time."""
+    from edgenas.latency.fewshot import _median
+    from edgenas.latency.profiler import measure_networks
+    from edgenas.space import Arch
+
+    nets = table.header["calibration"]["networks"]
+    shots = [Arch.parse(s, space) for s in table.header["few_shot"]["subnets"]]
+    items = [a for a, _ in holdout] + shots
+    order = np.random.default_rng(seed).permutation(len(items))
+    t0 = time.perf_counter()
+    results = measure_networks(profile, fmt, space, [items[i] for i in order], progress=False, desc="truth",
+                               chunk_size=len(items))
+    seconds = time.perf_counter() - t0
+    ms = [None] * len(items)
+    for i, r in zip(order, results):
+        ms[i] = r.median_ms if r.ok else None
+    ratios = [m / _median(nets[str(a)]) for m, a in zip(ms[len(holdout):], shots) if m is not None]
+    return {"holdout_ms": ms[:len(holdout)], "ratios": ratios, "seconds": seconds}
+
+
+def same_speed(ratios: list[float]) -> dict:
+    """The few-shot subnets' re-measured / stored latency: 1 where the K-table and the truth
+    were measured at one device speed."""
+    if not ratios:
+        return {"median_ratio": None, "n": 0, "within": False}
+    med = float(np.median(ratios))
+    return {"median_ratio": round(med, 4), "n": len(ratios), "range": [round(min(ratios), 4), round(max(ratios), 4)],
+            "within": bool(SAME_SPEED[0] <= med <= SAME_SPEED[1])}
+
+
+def scored(pred, measured) -> dict:
+    """scores() over the subnets that were measured (None: failed)."""
+    ok = [i for i, m in enumerate(measured) if m is not None]
+    return scores(np.asarray(pred)[ok], [measured[i] for i in ok])
+
+
+def k_row(report, seconds: float, total: float, kept: Path, table, pred, truth: dict, then) -> dict:
+    fs = table.header["few_shot"]
+    return {"table": str(kept.relative_to(ROOT)) if kept.is_relative_to(ROOT) else str(kept),
+            "run_s": round(seconds, 1), "build_s": round(total, 1), "truth_s": round(truth["seconds"], 1),
+            "networks_measured": len(report.networks_measured), "load_after": load(),
+            "model": fs["fit"]["model"], "fit_leave_one_out": fs["fit"]["leave_one_out"],
+            "reliable": not table.unreliable, "same_speed": same_speed(truth["ratios"]),
+            "now": scored(pred, truth["holdout_ms"]), "then": scores(pred, then)}
+
+
+def say(name: str, k: int, row: dict) -> None:
+    now, then, ss = row["now"], row["then"], row["same_speed"]
+    ratio = "n/a" if ss["median_ratio"] is None else f"{ss['median_ratio']:.3f}"
+    print(f"{name} K={k}: {now['within_10pct']:.0%} within ±10%, Spearman {now['spearman']} (truth measured "
+          f"with the K-table's subnets, same-speed ratio {ratio}); then: {then['within_10pct']:.0%}, "
+          f"{then['spearman']} (bench_configs' truth, another time); build {row['build_s']:.0f} s, "
+          f"truth {row['truth_s']:.0f} s", flush=True)
+    if not ss["within"]:
+        print(f"{name} K={k}: the same-speed ratio {ratio} is outside {SAME_SPEED[0]}-{SAME_SPEED[1]}: the K-table's "
+              "subnets and this truth were measured at different device speeds; read this row with that in mind",
+              flush=True)
 
 
 def curve(name: str, profile, space, reference, holdout: list, ks: list[int], out_dir: Path, acts,
-          drift: float, resolutions=None) -> dict:
-    """Few-shot tables for K in `ks` on one file (each run refines the last), each on the holdout."""
+          resolutions=None):
+    """Few-shot tables for K in `ks` on one file (each run refines the last), each scored on the
+    holdout measured right after its build (`truth_now`) and on the stored one (`then`): yields
+    (K, row) as each K is done."""
     from edgenas.latency import LatencyTable
     from edgenas.latency.fewshot import profile_few_shot
 
     table_path = out_dir / f"{name}.yaml"
     table_path.unlink(missing_ok=True)
     archs = [a for a, _ in holdout]
-    then = np.array([m for _, m in holdout])
-    rows, total = {}, 0.0
+    then = [m for _, m in holdout]
+    fmt = fmt_of(profile, acts)
+    total = 0.0
     for k in ks:
         t0 = time.perf_counter()
         report = profile_few_shot(profile, space, k, reference, resolutions=resolutions, out=table_path, seed=0,
@@ -118,18 +188,10 @@ def curve(name: str, profile, space, reference, holdout: list, ks: list[int], ou
         kept = out_dir / f"{name}-k{k}.yaml"
         shutil.copyfile(table_path, kept)
         table = LatencyTable.load(kept)
-        pred = table.predict(archs, space)
-        fs = table.header["few_shot"]
-        rows[k] = {"table": str(kept.relative_to(ROOT)) if kept.is_relative_to(ROOT) else str(kept),
-                   "run_s": round(seconds, 1), "build_s": round(total, 1),
-                   "networks_measured": len(report.networks_measured), "load_after": load(),
-                   "model": fs["fit"]["model"], "fit_leave_one_out": fs["fit"]["leave_one_out"],
-                   "reliable": not table.unreliable,
-                   "holdout": scores(pred, then * drift), "unadjusted": scores(pred, then)}
-        h = rows[k]["holdout"]
-        print(f"{name} K={k}: {h['within_10pct']:.0%} within ±10%, Spearman {h['spearman']}, "
-              f"build {total:.0f} s", flush=True)
-    return rows
+        truth = truth_now(profile, fmt, space, holdout, table, seed=k)
+        row = k_row(report, seconds, total, kept, table, table.predict(archs, space), truth, then)
+        say(name, k, row)
+        yield k, row
 
 
 def matching_k(rows: dict, full: dict | None) -> int | None:
@@ -137,17 +199,29 @@ def matching_k(rows: dict, full: dict | None) -> int | None:
     if not full:
         return None
     for k in sorted(rows):
-        h = rows[k]["holdout"]
+        h = rows[k]["now"]
         if h["within_10pct"] >= full["within_10pct"] and h["spearman"] >= full["spearman"]:
             return k
     return None
+
+
+def save(record: dict, path: Path) -> None:
+    path.write_text(json.dumps(record, indent=1, default=str))
+
+
+def run_curve(entry: dict, record: dict, results_path: Path, name: str, *args, **kwargs) -> None:
+    """The pair's curve into `entry`, results.json saved after each K (a stopped run keeps its rows)."""
+    entry["curve"] = {}
+    for k, row in curve(name, *args, **kwargs):
+        entry["curve"][k] = row
+        entry["matches_full_at_k"] = matching_k(entry["curve"], entry["full"]["validation"])
+        save(record, results_path)
 
 
 def note10_target(args, configs_dir: Path, out_dir: Path, cache: dict) -> tuple:
     """(profile, space, holdout, full-table validation, full build s) for the Note10 pair, built here."""
     from edgenas.device import load_profile
     from edgenas.latency import LatencyTable, profile_device
-    from edgenas.latency.formats import model_format
     from edgenas.latency.profiler import measure_networks
     from edgenas.latency.validate import validation_archs
 
@@ -164,8 +238,7 @@ def note10_target(args, configs_dir: Path, out_dir: Path, cache: dict) -> tuple:
                    activations=acts)
     full_s = time.perf_counter() - t0
     archs = validation_archs(space, res, args.holdout, seed=1)
-    results = measure_networks(profile, model_format(profile.runtime, profile.precision, acts), space, archs,
-                               progress=False, desc="holdout")
+    results = measure_networks(profile, fmt_of(profile, acts), space, archs, progress=False, desc="holdout")
     holdout = [(a, r.median_ms) for a, r in zip(archs, results) if r.ok]
     full = LatencyTable.load(full_path)
     return profile, space, reference, holdout, scores(full.predict([a for a, _ in holdout], space),
@@ -185,8 +258,9 @@ def plot(record: dict, path: Path) -> None:
         color = f"C{i % 10}"
         ks = sorted(int(k) for k in pair["curve"])
         rows = [pair["curve"][str(k)] if str(k) in pair["curve"] else pair["curve"][k] for k in ks]
-        ax_w.plot(ks, [100 * r["holdout"]["within_10pct"] for r in rows], "o-", color=color, label=name)
-        ax_s.plot(ks, [r["holdout"]["spearman"] for r in rows], "o-", color=color, label=name)
+        ax_w.plot(ks, [100 * r["now"]["within_10pct"] for r in rows], "o-", color=color, label=name)
+        ax_w.plot(ks, [100 * r["then"]["within_10pct"] for r in rows], "x--", color=color, lw=0.8, alpha=0.5)
+        ax_s.plot(ks, [r["now"]["spearman"] for r in rows], "o-", color=color, label=name)
         ax_t.plot(ks, [r["build_s"] for r in rows], "o-", color=color, label=name)
         full = pair.get("full") or {}
         if full.get("validation"):
@@ -210,7 +284,8 @@ def plot(record: dict, path: Path) -> None:
     ax_w.legend(fontsize=6, loc="lower right")
     ax_s.legend(fontsize=6, loc="lower right")
     ax_t.set_title("dotted: the full table of the target", fontsize=8)
-    ax_w.set_title("dotted: the full table's own validation", fontsize=8)
+    ax_w.set_title("dotted: the full table's own validation; x dashed: against the stored truth (another time)",
+                   fontsize=7)
     fig.tight_layout()
     atomic_write(path, lambda f: fig.savefig(f, format="png"))
 
@@ -227,7 +302,6 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=100, help="held-out subnets measured for the Note10 pair")
     ap.add_argument("--note10-resolutions", type=int, nargs="+", help="default: the Note10 table's (160-224)")
     ap.add_argument("--calibrate", type=int, default=24, help="calibration subnets of the Note10 pair's full table")
-    ap.add_argument("--drift-subnets", type=int, default=10)
     ap.add_argument("--out", type=Path, default=OUT)
     args = ap.parse_args()
 
@@ -247,7 +321,6 @@ def main() -> None:
     if not args.no_baseline:
         pairs += [f"macs:{t}" for t in dict.fromkeys(p.split(":")[1] for p in args.pairs)]
     cache: dict = {}
-    drifts: dict = {}
     results_path = out_dir / "results.json"
     for pair in pairs:
         ref_name, target = pair.split(":")
@@ -266,9 +339,6 @@ def main() -> None:
         profile = load_profile(profile_path)
         acts = activations_for(profile, space.name, cache)
         holdout = [(Arch.parse(s["arch"], space), float(s["measured_ms"])) for s in target_cfg["validation_subnets"]]
-        if target not in drifts:
-            drifts[target] = drift_of(profile, space, holdout, args.drift_subnets, acts)
-        entry["drift"], entry["drift_subnets"] = round(drifts[target][0], 4), drifts[target][1]
         entry["full"] = {"table": target_cfg.get("profile"), "build_s": target_cfg.get("table_s"),
                          "validation": {k: target_cfg["validation"][k] for k in ("n", "within_10pct", "spearman",
                                                                                  "rmse_ms", "mean_abs_pct_error")}}
@@ -276,10 +346,8 @@ def main() -> None:
         full_path = args.configs_dir / f"{target}-{space.name}.yaml"
         res = LatencyTable.load(full_path).resolutions if full_path.exists() else sorted({a.resolution for a, _ in holdout})
         entry["resolutions"] = res
-        entry["curve"] = curve(pair.replace(":", "-to-"), profile, space, reference, holdout, ks, out_dir, acts,
-                               drifts[target][0], resolutions=res)
-        entry["matches_full_at_k"] = matching_k(entry["curve"], entry["full"]["validation"])
-        results_path.write_text(json.dumps(record, indent=1, default=str))
+        run_curve(entry, record, results_path, pair.replace(":", "-to-"), profile, space, reference, holdout, ks,
+                  out_dir, acts, resolutions=res)
     if not args.no_note10:
         pair = f"ofa-note10:{args.note10_target}"
         t0 = time.perf_counter()
@@ -288,11 +356,10 @@ def main() -> None:
                  "space": n_space.name, "holdout_measured_here": len(holdout),
                  "full": {"build_s": round(full_s, 1), "validation": full_v}, "setup_s": round(time.perf_counter() - t0, 1)}
         record["pairs"][pair] = entry
-        entry["curve"] = curve(f"ofa-note10-to-{args.note10_target}-{n_space.name}", profile, n_space, reference,
-                               holdout, ks, out_dir, acts, 1.0, resolutions=args.note10_resolutions)
-        entry["matches_full_at_k"] = matching_k(entry["curve"], full_v)
+        run_curve(entry, record, results_path, f"ofa-note10-to-{args.note10_target}-{n_space.name}", profile,
+                  n_space, reference, holdout, ks, out_dir, acts, resolutions=args.note10_resolutions)
     record["load_after"] = load()
-    results_path.write_text(json.dumps(record, indent=1, default=str))
+    save(record, results_path)
     plot(json.loads(results_path.read_text()), out_dir / "fewshot.png")
     print(json.dumps({p: {"matches_full_at_k": e.get("matches_full_at_k"), "skipped": e.get("skipped")}
                       for p, e in record["pairs"].items()}), flush=True)
